@@ -1,0 +1,193 @@
+"""The Augmenter interface every augmenter implements, built-in or third-party.
+
+An augmenter learns from the real training images (``fit``), then makes ``n`` new images of a class
+(``generate``). It never writes files itself: augkit's driver (:mod:`augkit.generate`) decides how
+many images each class gets, calls ``generate`` in batches, checks what comes back and streams it into
+an HDF5 dataset. So a plugin author writes two methods and a parameter dataclass, nothing else.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from augkit.data.reader import ImageDataset
+from augkit.errors import DataError, ParamError, UserError
+from augkit.params import parse_params
+
+
+def default_device() -> str:
+    """``cuda`` when a GPU is visible, else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class Context:
+    """What an augmenter gets from its caller: a seed, a device and a folder for its own files.
+
+    ``rng`` is a numpy Generator derived from ``seed``; ``child(*keys)`` gives an independent,
+    reproducible Context for a sub-task (a class, a batch), so results do not depend on call order.
+    """
+
+    seed: int = 0
+    device: str = field(default_factory=default_device)
+    workdir: Path | None = None
+    keys: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng([self.seed, *self.keys])
+
+    def child(self, *keys: int) -> "Context":
+        return Context(seed=self.seed, device=self.device, workdir=self.workdir, keys=(*self.keys, *keys))
+
+    def torch_generator(self):
+        """A torch.Generator seeded from this context (on the CPU: safe to use anywhere)."""
+        import torch
+
+        return torch.Generator().manual_seed(int(self.rng.integers(2**63 - 1)))
+
+
+@dataclass
+class Samples:
+    """What ``generate`` returns: images and, for each, the row of the real image it came from.
+
+    ``parents`` holds ``ImageDataset.rows`` values of the training set given to ``fit``, or -1 for
+    images made from noise (GAN samples). ``None`` means all -1.
+    """
+
+    images: np.ndarray
+    parents: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """For augmenters without parameters."""
+
+
+class Augmenter(abc.ABC):
+    """Base class of every augmenter. Subclasses set ``name``, ``Params`` and implement ``generate``."""
+
+    #: registry key, used in recipes and on the command line
+    name: ClassVar[str] = ""
+    #: frozen dataclass of typed parameters (see augkit.params)
+    Params: ClassVar[type] = NoParams
+    #: False for augmenters that cannot choose a class (an unconditional GAN)
+    conditional: ClassVar[bool] = True
+    #: one line for `augkit plugins`
+    summary: ClassVar[str] = ""
+
+    def __init__(self, params: Any = None):
+        self.params = parse_params(self.Params, params, where=f"augmenter '{self.name}'")
+
+    # -- the interface ---------------------------------------------------------------------
+    def fit(self, train: ImageDataset, ctx: Context) -> None:  # noqa: B027 - optional by design
+        """Learn from the real training images. Classical augmenters just keep a reference."""
+
+    @abc.abstractmethod
+    def generate(self, label: int, n: int, ctx: Context) -> Samples | np.ndarray:
+        """``n`` new images of class ``label``: (n, H, W, 3) uint8, deterministic given ``ctx``."""
+
+    def save(self, path: str | Path) -> Path:
+        """Save what ``load`` needs into a folder: parameters here; subclasses add their weights."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"augmenter": self.name, "params": dataclasses.asdict(self.params)}
+        (path / "augmenter.json").write_text(json.dumps(meta, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Augmenter":
+        """Rebuild a saved augmenter (subclasses with weights extend this)."""
+        meta_path = Path(path) / "augmenter.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except FileNotFoundError:
+            raise DataError(f"{meta_path}: no saved augmenter here") from None
+        except ValueError as exc:
+            raise DataError(f"{meta_path}: not valid JSON ({exc})") from None
+        if meta.get("augmenter") != cls.name:
+            raise DataError(f"{meta_path}: holds augmenter '{meta.get('augmenter')}', not '{cls.name}'")
+        return cls(meta.get("params", {}))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params})"
+
+
+# -- how many images per class -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Amount:
+    """How many synthetic images each class gets.
+
+    Exactly one of: ``fraction`` (0.5 = +50% of each class, the total rounded once and shared by
+    largest remainder so it is exact), ``per_class`` (the same count for every class), or
+    ``balance_to`` ("max" or a number: top every class up to that size, rare classes get most).
+    """
+
+    fraction: float | None = None
+    per_class: int | None = None
+    balance_to: int | str | None = None
+
+    def __post_init__(self) -> None:
+        given = [k for k in ("fraction", "per_class", "balance_to") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ParamError(f"amount: give exactly one of fraction, per_class, balance_to (got {given or 'none'})")
+        if self.fraction is not None and not (isinstance(self.fraction, (int, float)) and self.fraction > 0):
+            raise ParamError(f"amount: fraction must be a number > 0, got {self.fraction!r}")
+        if self.per_class is not None and not (isinstance(self.per_class, int) and self.per_class > 0):
+            raise ParamError(f"amount: per_class must be an integer > 0, got {self.per_class!r}")
+        b = self.balance_to
+        if b is not None and b != "max" and not (isinstance(b, int) and not isinstance(b, bool) and b > 0):
+            raise ParamError(f"amount: balance_to must be \"max\" or an integer > 0, got {b!r}")
+
+    @classmethod
+    def parse(cls, value: Any) -> "Amount":
+        """From a recipe or CLI value: ``0.5``, ``{per_class = 500}``, ``{balance_to = "max"}``."""
+        if isinstance(value, Amount):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return cls(fraction=float(value))
+        if isinstance(value, dict):
+            unknown = set(value) - {"fraction", "per_class", "balance_to"}
+            if unknown:
+                raise ParamError(f"amount: unknown key(s) {sorted(unknown)}; expected fraction, per_class or balance_to")
+            return cls(**value)
+        raise ParamError(f"amount: expected a fraction like 0.5, {{per_class = N}} or {{balance_to = \"max\"}}, got {value!r}")
+
+    def counts(self, class_counts: np.ndarray) -> np.ndarray:
+        """Synthetic images per class, given the real images per class."""
+        from augkit.data.split import largest_remainder
+
+        class_counts = np.asarray(class_counts, dtype=np.int64)
+        if self.fraction is not None:
+            total = int(np.floor(self.fraction * class_counts.sum() + 0.5))
+            return largest_remainder(total, class_counts)
+        if self.per_class is not None:
+            return np.where(class_counts > 0, self.per_class, 0).astype(np.int64)
+        target = int(class_counts.max()) if self.balance_to == "max" else int(self.balance_to)
+        return np.where(class_counts > 0, np.maximum(target - class_counts, 0), 0).astype(np.int64)
+
+    def describe(self) -> str:
+        if self.fraction is not None:
+            return f"+{self.fraction:.0%} per class"
+        if self.per_class is not None:
+            return f"{self.per_class} per class"
+        return f"balance to {self.balance_to}"
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def require_fitted(augmenter: Augmenter, attr: str) -> Any:
+    """The fitted attribute, or a clear error saying fit() must come first."""
+    value = getattr(augmenter, attr, None)
+    if value is None:
+        raise UserError(f"augmenter '{augmenter.name}': call fit() before generate()")
+    return value

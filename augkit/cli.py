@@ -1,0 +1,299 @@
+"""The ``augkit`` command line: import, inspect, export and augment datasets; list plugins.
+
+User mistakes end with one line on stderr and exit code 2; a misbehaving plugin with exit code 1
+and the plugin's name; ``--traceback`` shows the full story for bug reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import tomllib
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from augkit import __version__
+from augkit.errors import AugkitError, UserError
+from augkit.progress import set_quiet
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001
+    # turn `kill` into an exception so writers remove their temporary files on the way out
+    raise SystemExit(128 + signum)
+
+
+class AugkitGroup(click.Group):
+    """Turns augkit's own errors into one-line messages with the right exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AugkitError as exc:
+            if ctx.obj and ctx.obj.get("traceback"):
+                raise
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]: nothing was written at the output path")
+            ctx.exit(130)
+
+
+@click.group(cls=AugkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="augkit")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.option("--traceback", is_flag=True, envvar="AUGKIT_TRACEBACK", help="Show full tracebacks of errors.")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool, traceback: bool) -> None:
+    """augkit: augment white-blood-cell image datasets and measure whether it helped."""
+    ctx.obj = {"traceback": traceback}
+    set_quiet(quiet)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _out_path(path: Path, force: bool) -> Path:
+    if path.exists() and not force:
+        raise UserError(f"{path}: already exists; pass --force to replace it")
+    if not path.parent.exists():
+        raise UserError(f"{path.parent}: output folder does not exist")
+    return path
+
+
+# -- data --------------------------------------------------------------------------------------
+@cli.group()
+def data() -> None:
+    """Import, inspect, split and export datasets."""
+
+
+@data.command("import")
+@click.argument("src")
+@click.argument("out_path", metavar="OUT.h5", type=click.Path(path_type=Path))
+@click.option("--size", default=64, show_default=True, type=int, help="Output side in pixels (centre-crop, resize).")
+@click.option("--n", "n", default=2000, show_default=True, type=int, help="Images to draw when SRC is 'demo'.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the demo set.")
+@click.option("--class-names", default=None, help="Comma-separated class names for .npz/.h5 sources without them.")
+@click.option("--workers", default=4, show_default=True, type=int, help="Threads decoding images.")
+@click.option("--force", is_flag=True, help="Replace OUT.h5 if it exists.")
+def data_import(src, out_path, size, n, seed, class_names, workers, force):
+    """Import SRC (an image folder, .npz, .h5 or 'demo') into a new dataset OUT.h5."""
+    from augkit.data.importers import import_source
+
+    _out_path(out_path, force)
+    names = [c.strip() for c in class_names.split(",")] if class_names else None
+    report = import_source(src, out_path, size=size, n=n, seed=seed, class_names=names, overwrite=force,
+                           workers=workers)
+    if report.skipped:
+        err.print(f"[yellow]skipped {len(report.skipped)} unreadable file(s):[/]")
+        for path, reason in report.skipped[:10]:
+            err.print(f"  {path}: {reason}", highlight=False)
+        if len(report.skipped) > 10:
+            err.print(f"  ... and {len(report.skipped) - 10} more (all listed in the dataset's provenance)")
+    if report.ignored:
+        err.print(f"ignored {report.ignored} file(s) without an image suffix")
+    out.print(f"wrote {out_path}: {report.num_rows} images, {len(report.class_names)} classes, {size}px")
+
+
+@data.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def data_info(path, as_json):
+    """Counts per class and origin, image size and provenance of a dataset."""
+    from augkit.data.reader import H5Dataset
+
+    ds = H5Dataset(path)
+    counts = np.zeros((len(ds.class_names), len(ds.origins)), dtype=np.int64)
+    np.add.at(counts, (ds.labels, ds.origin), 1)
+    info = {
+        "path": str(path), "rows": len(ds), "image_size": list(ds.image_size), "fingerprint": ds.info.fingerprint,
+        "origins": {o: int(counts[:, k].sum()) for k, o in enumerate(ds.origins)},
+        "classes": {c: {o: int(counts[i, k]) for k, o in enumerate(ds.origins)} for i, c in enumerate(ds.class_names)},
+        "provenance": ds.provenance,
+    }
+    if ds.split is not None:
+        from augkit.data.schema import SPLIT_NAMES
+        info["fixed_split"] = {name: int((ds.split == k).sum()) for k, name in enumerate(SPLIT_NAMES)}
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    out.print(f"[bold]{path}[/]  {len(ds)} rows, {ds.image_size[0]}x{ds.image_size[1]} px, "
+              f"fingerprint {ds.info.fingerprint[:12]}")
+    table = Table("class", *ds.origins, "total")
+    for i, c in enumerate(ds.class_names):
+        table.add_row(c, *(str(v) for v in counts[i]), str(counts[i].sum()))
+    table.add_row("[bold]total", *(f"[bold]{v}" for v in counts.sum(0)), f"[bold]{counts.sum()}")
+    out.print(table)
+    if "fixed_split" in info:
+        out.print("fixed split (from the source's folders): " +
+                  ", ".join(f"{k} {v}" for k, v in info["fixed_split"].items()))
+    prov = dict(ds.provenance)
+    skipped = prov.pop("skipped", None)
+    out.print("provenance:", json.dumps(prov, indent=2, default=str), highlight=False, soft_wrap=True)
+    if skipped:
+        out.print(f"skipped files listed: {len(skipped)} (see --json)")
+
+
+@data.command("split")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path), help="Where to save the split (.json).")
+@click.option("--val", default=0.15, show_default=True, type=float)
+@click.option("--test", default=0.15, show_default=True, type=float)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--resplit", is_flag=True, help="Ignore the split folders the images came in and stratify anew.")
+@click.option("--force", is_flag=True, help="Replace the split file if it exists.")
+def data_split(path, out_path, val, test, seed, resplit, force):
+    """Make a stratified, seeded train/val/test split of a dataset's real rows."""
+    from augkit.data.reader import H5Dataset
+    from augkit.data.split import stratified_split
+
+    _out_path(out_path, force)
+    ds = H5Dataset(path)
+    split = stratified_split(ds, {"train": 1.0 - val - test, "val": val, "test": test}, seed, use_fixed=not resplit)
+    split.save(out_path)
+    how = "from the source's split folders" if split.method == "fixed" else f"stratified, seed {seed}"
+    out.print(f"wrote {out_path}: train {len(split.train)}, val {len(split.val)}, test {len(split.test)} ({how})")
+
+
+@data.command("export")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--origin", default=None, help="Export only rows of this origin (e.g. real, classical).")
+@click.option("--limit", default=None, type=int, help="At most this many images per class and origin.")
+@click.option("--force", is_flag=True, help="Replace FOLDER if it exists.")
+def data_export(path, folder, origin, limit, force):
+    """Write a dataset back to FOLDER/<origin>/<class>/<row>.png for viewing."""
+    from PIL import Image
+
+    from augkit.data.reader import H5Dataset
+    from augkit.progress import track
+
+    if folder.exists() and not force:
+        raise UserError(f"{folder}: already exists; pass --force to replace it")
+    ds = H5Dataset(path)
+    if origin is not None:
+        ds = ds.where(origin=origin)
+    keep = np.arange(len(ds))
+    if limit is not None:
+        if limit < 1:
+            raise UserError(f"--limit: expected a positive integer, got {limit}")
+        key = ds.origin.astype(np.int64) * len(ds.class_names) + ds.labels
+        keep = np.concatenate([np.flatnonzero(key == k)[:limit] for k in np.unique(key)]) if len(ds) else keep
+        keep.sort()
+        ds = ds.subset(keep)
+    tmp = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with track("Exporting", len(ds)) as advance:
+            for images, pos in ds.iter_batches(512):
+                for img, row, lab, org in zip(images, ds.rows[pos], ds.labels[pos], ds.origin[pos]):
+                    target = tmp / ds.origins[org] / ds.class_names[lab]
+                    target.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(img).save(target / f"{row:07d}.png")
+                advance(len(images))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    out.print(f"wrote {len(ds)} images to {folder}/<origin>/<class>/")
+
+
+# -- plugins -----------------------------------------------------------------------------------
+@cli.command("plugins")
+@click.option("--params", "show_params", is_flag=True, help="Also list each augmenter's parameters.")
+def plugins_cmd(show_params):
+    """Installed plugins, their augmenters, versions and distributions; broken ones with the reason."""
+    from augkit.params import describe_params
+    from augkit.registry import get_registry
+
+    reg = get_registry()
+    table = Table("augmenter", "plugin", "distribution", "version", "status")
+    for p in reg.plugins:
+        for name in p.augmenters or ["-"]:
+            status = "[red]broken: " + p.error + "[/]" if p.error else "ok"
+            table.add_row(name, p.name, p.distribution, p.version, status)
+    out.print(table)
+    if show_params:
+        for name in reg.names():
+            cls = reg.get(name).cls
+            out.print(f"\n[bold]{name}[/]: {cls.summary}")
+            for prm in describe_params(cls.Params):
+                out.print(f"  {prm['name']} ({prm['type']}, default {prm['default']!r}): {prm['help']}",
+                          highlight=False)
+
+
+# -- augment -----------------------------------------------------------------------------------
+def _parse_param(text: str) -> tuple[str, object]:
+    """``key=value`` with a TOML value (numbers, true/false, [lists], "strings"); bare words are strings."""
+    if "=" not in text:
+        raise UserError(f"--param '{text}': expected key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+@cli.command("augment")
+@click.argument("name")
+@click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="Dataset to augment (.h5).")
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path), help="Output dataset (.h5).")
+@click.option("--amount", type=float, default=None, help="Fraction to add per class: 0.5 = +50%.")
+@click.option("--per-class", type=int, default=None, help="Add this many images to every class.")
+@click.option("--balance-to", default=None, help="Top every class up to 'max' or to this many images.")
+@click.option("--split", "split_path", type=click.Path(path_type=Path), default=None,
+              help="Augment only the training part of this split (.json from `augkit data split`).")
+@click.option("--param", "params", multiple=True, help="Augmenter parameter key=value (repeatable).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--shard", is_flag=True, help="Write only the synthetic rows, not a copy of the real ones.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def augment_cmd(name, data_path, out_path, amount, per_class, balance_to, split_path, params, seed, shard, force):
+    """Add synthetic images made by augmenter NAME to a dataset."""
+    from augkit.augment import Amount, Context
+    from augkit.data.reader import H5Dataset
+    from augkit.data.split import Split
+    from augkit.generate import augment_to_file
+    from augkit.registry import get_registry
+
+    _out_path(out_path, force)
+    given = [v for v in (amount, per_class, balance_to) if v is not None]
+    if len(given) != 1:
+        raise UserError("give exactly one of --amount, --per-class, --balance-to")
+    if balance_to is not None and balance_to != "max":
+        try:
+            balance_to = int(balance_to)
+        except ValueError:
+            raise UserError(f"--balance-to: expected 'max' or an integer, got '{balance_to}'") from None
+    how = Amount(fraction=amount, per_class=per_class, balance_to=balance_to)
+    augmenter = get_registry().create(name, dict(_parse_param(p) for p in params))
+    base = H5Dataset(data_path)
+    real = base.real()
+    if split_path is not None:
+        train = Split.load(split_path, fingerprint=base.info.fingerprint).apply(base, "train")
+        where = f"the training split ({len(train)} images)"
+    else:
+        train = real
+        where = f"all {len(real)} real images (no --split given)"
+    err.print(f"augmenting {where} with '{name}', {how.describe()}", highlight=False)
+    summary = augment_to_file(augmenter, train, out_path, how, Context(seed=seed), base=None if shard else base,
+                              overwrite=force, provenance={"command": " ".join(sys.argv)})
+    per_class = ", ".join(f"{k} {v}" for k, v in summary["per_class"].items())
+    out.print(f"wrote {out_path}: {summary['total']} '{summary['origin']}' images ({per_class})", highlight=False)
+
+
+def main() -> None:
+    cli(prog_name="augkit")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Stratified, seeded train/val/test splits that can be saved and reproduced exactly.
+
+A split is a small JSON file holding the row ids of each part, the seed and fractions that made it,
+and the fingerprint of the dataset it belongs to, so it is never applied to another file by mistake.
+Only real rows are split: synthetic rows belong in training and the evaluator adds them there.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from augkit.data.reader import ImageDataset
+from augkit.data.schema import SPLIT_NAMES
+from augkit.errors import DataError
+
+DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+
+
+def largest_remainder(total: int, weights: np.ndarray) -> np.ndarray:
+    """Integers proportional to ``weights`` that sum exactly to ``total`` (Hamilton's method).
+
+    Ties in the remainder go to the earlier entry, so the result is deterministic.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    if total < 0 or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError("largest_remainder needs total >= 0 and non-negative weights with a positive sum")
+    exact = total * weights / weights.sum()
+    counts = np.floor(exact).astype(np.int64)
+    short = total - int(counts.sum())
+    order = np.lexsort((np.arange(len(exact)), -(exact - counts)))
+    counts[order[:short]] += 1
+    return counts
+
+
+def check_fractions(fractions: dict[str, float]) -> dict[str, float]:
+    """Validate split fractions: names from SPLIT_NAMES, non-negative, train > 0, summing to 1."""
+    unknown = sorted(set(fractions) - set(SPLIT_NAMES))
+    if unknown:
+        raise DataError(f"split: unknown part(s) {unknown}; expected {list(SPLIT_NAMES)}")
+    out = {name: float(fractions.get(name, 0.0)) for name in SPLIT_NAMES}
+    if any(v < 0 for v in out.values()) or out["train"] <= 0:
+        raise DataError(f"split: fractions must be >= 0 with train > 0, got {out}")
+    if abs(sum(out.values()) - 1.0) > 1e-6:
+        raise DataError(f"split: fractions must sum to 1, got {sum(out.values()):.4f} from {out}")
+    return out
+
+
+def stratified_indices(labels: np.ndarray, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
+    """Positions of each part, class by class, shuffled with ``seed``; sorted within a part."""
+    fractions = check_fractions(fractions)
+    labels = np.asarray(labels)
+    wanted = [name for name in SPLIT_NAMES if fractions[name] > 0]
+    weights = np.array([fractions[name] for name in wanted])
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in SPLIT_NAMES}
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        if len(members) < len(wanted):
+            raise DataError(
+                f"split: class {int(cls)} has {len(members)} image(s); splitting into {wanted} needs at least {len(wanted)}"
+            )
+        members = rng.permutation(members)
+        # every wanted part gets at least one image of every class, the rest proportionally
+        counts = 1 + largest_remainder(len(members) - len(wanted), weights)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        for k, name in enumerate(wanted):
+            parts[name].append(members[bounds[k]:bounds[k + 1]])
+    return {name: np.sort(np.concatenate(chunks)) if chunks else np.array([], np.int64) for name, chunks in parts.items()}
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row ids of train/val/test of one dataset, with what made them."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    seed: int | None
+    fractions: dict[str, float] = field(default_factory=dict)
+    method: str = "stratified"  # or "fixed": taken from the split folders the images came in
+    fingerprint: str = ""
+
+    def part(self, name: str) -> np.ndarray:
+        if name not in SPLIT_NAMES:
+            raise DataError(f"split: unknown part '{name}'; expected one of {list(SPLIT_NAMES)}")
+        return getattr(self, name)
+
+    def apply(self, ds: ImageDataset, name: str) -> ImageDataset:
+        """The view of ``ds`` holding this part's rows."""
+        rows = self.part(name)
+        position = {int(r): p for p, r in enumerate(ds.rows)}
+        missing = [int(r) for r in rows if int(r) not in position]
+        if missing:
+            raise DataError(f"split: {len(missing)} row(s) of part '{name}' are not in this dataset (e.g. row {missing[0]})")
+        return ds.subset(np.array([position[int(r)] for r in rows], dtype=np.int64))
+
+    def to_json(self) -> dict:
+        return {
+            "method": self.method, "seed": self.seed, "fractions": self.fractions, "fingerprint": self.fingerprint,
+            **{name: self.part(name).tolist() for name in SPLIT_NAMES},
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.partial")
+        tmp.write_text(json.dumps(self.to_json()))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, fingerprint: str | None = None) -> "Split":
+        """Read a saved split; with ``fingerprint``, refuse one made for another dataset."""
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+            split = cls(
+                **{name: np.asarray(raw[name], dtype=np.int64) for name in SPLIT_NAMES},
+                seed=raw["seed"], fractions=raw["fractions"], method=raw["method"], fingerprint=raw["fingerprint"],
+            )
+        except FileNotFoundError:
+            raise DataError(f"{path}: no such split file") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{path}: not an augkit split file ({exc.__class__.__name__}: {exc})") from None
+        if fingerprint is not None and split.fingerprint and split.fingerprint != fingerprint:
+            raise DataError(f"{path}: this split was made for another dataset (fingerprints differ)")
+        return split
+
+
+def stratified_split(
+    ds: ImageDataset,
+    fractions: dict[str, float] | None = None,
+    seed: int = 0,
+    *,
+    use_fixed: bool = True,
+) -> Split:
+    """Split the real rows of ``ds``: the source's own split folders when it has them, else stratified."""
+    real = ds.real()
+    fingerprint = getattr(getattr(ds, "info", None), "fingerprint", "")
+    if use_fixed and real.split is not None:
+        codes = real.split
+        if (codes < 0).any():
+            raise DataError("split: some real rows have no fixed split; pass use_fixed=False to re-split")
+        parts = {name: np.sort(real.rows[codes == k]) for k, name in enumerate(SPLIT_NAMES)}
+        sizes = {name: len(rows) for name, rows in parts.items()}
+        total = sum(sizes.values())
+        return Split(**parts, seed=None, fractions={k: v / total for k, v in sizes.items()}, method="fixed",
+                     fingerprint=fingerprint)
+    fractions = check_fractions(fractions or DEFAULT_FRACTIONS)
+    positions = stratified_indices(real.labels, fractions, seed)
+    return Split(**{name: real.rows[pos] for name, pos in positions.items()}, seed=seed, fractions=fractions,
+                 method="stratified", fingerprint=fingerprint)

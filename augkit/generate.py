@@ -1,0 +1,131 @@
+"""Drive an augmenter: fit it, ask it for each class's images in batches, stream them to HDF5.
+
+Plugins only make pixels; this module owns the bookkeeping they must not get wrong: per-class
+amounts, shapes and dtypes, parent rows, provenance, atomic output, progress, and turning a plugin's
+crash into an error that names the plugin and its distribution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from augkit.augment import Amount, Augmenter, Context, Samples
+from augkit.data.reader import H5Dataset, ImageDataset
+from augkit.data.writer import DatasetWriter
+from augkit.errors import AugkitError, PluginError, UserError
+from augkit.progress import track
+from augkit.registry import get_registry
+
+GENERATE_BATCH = 256
+
+
+def _origin_of(augmenter: Augmenter) -> str:
+    info = get_registry().plugin_of(augmenter)
+    if info is None:
+        return f"augmenter '{augmenter.name}' ({type(augmenter).__module__}.{type(augmenter).__qualname__})"
+    return f"augmenter '{augmenter.name}' from {info.origin}"
+
+
+def call_plugin(augmenter: Augmenter, method: str, fn: Callable[[], Any]) -> Any:
+    """Run plugin code; a crash becomes a PluginError naming the plugin (augkit's own errors pass)."""
+    try:
+        return fn()
+    except (AugkitError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - third-party code may raise anything
+        raise PluginError(f"{_origin_of(augmenter)} failed in {method}(): {exc.__class__.__name__}: {exc}") from exc
+
+
+def check_samples(augmenter: Augmenter, out: Any, n: int, image_size: tuple[int, int]) -> Samples:
+    """Accept ``Samples`` or a bare array; anything else, or a wrong shape or dtype, is the plugin's bug."""
+    samples = out if isinstance(out, Samples) else Samples(np.asarray(out) if out is not None else None)
+    images = samples.images
+    expected = (n, *image_size, 3)
+    if not isinstance(images, np.ndarray) or images.shape != expected or images.dtype != np.uint8:
+        got = f"{images.shape} {images.dtype}" if isinstance(images, np.ndarray) else type(images).__name__
+        raise PluginError(f"{_origin_of(augmenter)} returned {got} from generate(); expected {expected} uint8")
+    parents = np.full(n, -1, np.int64) if samples.parents is None else np.asarray(samples.parents)
+    if parents.shape != (n,) or not np.issubdtype(parents.dtype, np.integer):
+        raise PluginError(f"{_origin_of(augmenter)} returned parents of shape {parents.shape}; expected ({n},) integers")
+    return Samples(images, parents.astype(np.int64))
+
+
+def fit_augmenter(augmenter: Augmenter, train: ImageDataset, ctx: Context) -> None:
+    call_plugin(augmenter, "fit", lambda: augmenter.fit(train, ctx))
+
+
+def augment_to_file(
+    augmenter: Augmenter,
+    train: ImageDataset,
+    out: str | Path,
+    amount: Amount | float | dict,
+    ctx: Context,
+    *,
+    base: H5Dataset | None = None,
+    fit: bool = True,
+    overwrite: bool = False,
+    provenance: dict | None = None,
+) -> dict:
+    """Fit ``augmenter`` on ``train`` and write its images to ``out``; returns a summary.
+
+    With ``base`` (the dataset ``train`` was taken from) the output holds every row of ``base``
+    first, unchanged, then the synthetic rows: a complete augmented dataset whose ``parent`` values
+    are rows of that same file. Without it, the output is a shard of synthetic rows only.
+    """
+    amount = Amount.parse(amount)
+    counts = amount.counts(train.class_counts())
+    if not augmenter.conditional and counts.any():
+        raise UserError(
+            f"augmenter '{augmenter.name}' cannot choose a class, so it cannot make images per class; "
+            "use a class-conditional augmenter (acgan or cgan) instead"
+        )
+    empty = [train.class_names[k] for k in np.flatnonzero(train.class_counts() == 0)]
+    if empty and amount.fraction is None:
+        raise UserError(f"class '{empty[0]}' has no training images to augment from")
+    if fit:
+        fit_augmenter(augmenter, train, ctx)
+
+    origins = list(base.origins) if base is not None else ["real"]
+    origin_name = augmenter.name
+    k = 2
+    while origin_name in origins:  # augmenting an augmented file: keep each step apart
+        origin_name, k = f"{augmenter.name}-{k}", k + 1
+    origins.append(origin_name)
+    origin_id = len(origins) - 1
+    plugin = get_registry().plugin_of(augmenter)
+    record = {
+        "augmenter": augmenter.name,
+        "plugin": None if plugin is None else {"name": plugin.name, "distribution": plugin.distribution,
+                                               "version": plugin.version},
+        "params": dataclasses.asdict(augmenter.params),
+        "amount": amount.to_json(),
+        "seed": ctx.seed,
+        "train_rows": len(train),
+        "per_class": {name: int(c) for name, c in zip(train.class_names, counts)},
+    }
+    full_provenance = {**(provenance or {}), "augment": record}
+    if base is not None:
+        full_provenance["base"] = {"path": str(base.path), "fingerprint": base.info.fingerprint,
+                                   "provenance": base.provenance}
+    total = int(counts.sum()) + (len(base) if base is not None else 0)
+    writer = DatasetWriter(out, class_names=train.class_names, image_size=train.image_size, origins=origins,
+                           provenance=full_provenance, overwrite=overwrite, expected_rows=total)
+    with writer, track(f"Augmenting with {augmenter.name}", total) as advance:
+        if base is not None:
+            for images, pos in base.iter_batches(2048):
+                writer.append(images, base.labels[pos], origin=base.origin[pos], parent=base.parent[pos])
+                advance(len(images))
+        for label, n_label in enumerate(counts):
+            for b, start in enumerate(range(0, int(n_label), GENERATE_BATCH)):
+                n = min(GENERATE_BATCH, int(n_label) - start)
+                sub = ctx.child(label, b)
+                out_batch = call_plugin(augmenter, "generate", lambda: augmenter.generate(label, n, sub))
+                samples = check_samples(augmenter, out_batch, n, train.image_size)
+                writer.append(samples.images, np.full(n, label), origin=origin_id, parent=samples.parents)
+                advance(n)
+    return {"path": Path(out), "origin": origin_name, "per_class": record["per_class"], "total": int(counts.sum())}
