@@ -23,8 +23,9 @@ from augkit import __version__
 from augkit.errors import AugkitError, UserError
 from augkit.progress import set_quiet
 
-out = Console()
-err = Console(stderr=True)
+# piped output (grep, files, tests) gets wide lines instead of tables cut at 80 columns
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def _on_sigterm(signum, frame):  # noqa: ARG001

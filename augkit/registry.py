@@ -135,7 +135,9 @@ class Registry:
         if broken:
             raise PluginError(f"augmenter '{name}' is unavailable: {broken[0].origin} {broken[0].error}")
         known = ", ".join(self.names()) or "none"
-        raise UserError(f"unknown augmenter '{name}'{did_you_mean(name, self.names())} (installed: {known})")
+        broken = [p for p in self.plugins if p.error]
+        note = f"; {len(broken)} plugin(s) failed to load, see `augkit plugins`" if broken else ""
+        raise UserError(f"unknown augmenter '{name}'{did_you_mean(name, self.names())} (installed: {known}){note}")
 
     def create(self, name: str, params: object = None) -> Augmenter:
         return self.get(name).cls(params)
