@@ -58,7 +58,6 @@ def cli(ctx: click.Context, quiet: bool, traceback: bool) -> None:
     """augkit: augment white-blood-cell image datasets and measure whether it helped."""
     ctx.obj = {"traceback": traceback}
     set_quiet(quiet)
-    signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _out_path(path: Path, force: bool) -> Path:
@@ -293,6 +292,7 @@ def augment_cmd(name, data_path, out_path, amount, per_class, balance_to, split_
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
     cli(prog_name="augkit")
 
 

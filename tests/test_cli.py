@@ -1,0 +1,102 @@
+"""The command line as a user meets it: happy paths, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from augkit import __version__
+from augkit.cli import cli
+from augkit.data import H5Dataset
+from conftest import write_dataset
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, ["--quiet", *args], catch_exceptions=False)
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_import_info_split_augment_export(tmp_path):
+    data = tmp_path / "demo.h5"
+    assert invoke("data", "import", "demo", str(data), "--size", "16", "--n", "120").exit_code == 0
+    info = json.loads(invoke("data", "info", str(data), "--json").stdout)
+    assert info["rows"] == 120 and info["origins"] == {"real": 120}
+    result = invoke("data", "split", str(data), "--out", str(tmp_path / "split.json"), "--seed", "1")
+    assert result.exit_code == 0 and "train" in result.stdout
+    out = tmp_path / "aug.h5"
+    result = invoke("augment", "classical", "--data", str(data), "--amount", "0.5", "--out", str(out),
+                    "--split", str(tmp_path / "split.json"), "--param", "rotate=45", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    ds = H5Dataset(out)
+    assert len(ds.where(origin="real")) == 120 and ds.provenance["augment"]["params"]["rotate"] == 45.0
+    table = invoke("data", "info", str(out)).stdout
+    assert "classical" in table and "total" in table
+    result = invoke("data", "export", str(out), str(tmp_path / "view"), "--limit", "2")
+    assert result.exit_code == 0
+    pngs = list((tmp_path / "view").rglob("*.png"))
+    assert len(pngs) == 2 * len(ds.class_names) * 2
+    assert {p.parent.parent.name for p in pngs} == {"real", "classical"}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["data", "info", "missing.h5"], "missing.h5: no such file"),
+        (["data", "import", "nowhere", "o.h5"], "nowhere: no such file or folder"),
+        (["data", "import", "demo", "o.h5", "--size", "3"], "size: expected an integer between 8 and 1024"),
+        (["augment", "clasical", "--data", "{tiny}", "--amount", "0.5", "--out", "o.h5"],
+         "unknown augmenter 'clasical'; did you mean 'classical'?"),
+        (["augment", "classical", "--data", "{tiny}", "--out", "o.h5"], "exactly one of --amount"),
+        (["augment", "classical", "--data", "{tiny}", "--amount", "0.5", "--out", "o.h5", "--param", "spin=3"],
+         "augmenter 'classical': unknown parameter 'spin'"),
+        (["augment", "classical", "--data", "{tiny}", "--amount", "-1", "--out", "o.h5"],
+         "amount: fraction must be a number > 0"),
+        (["augment", "classical", "--data", "{tiny}", "--amount", "0.5", "--out", "{tiny}"],
+         "already exists; pass --force"),
+        (["augment", "classical", "--data", "{tiny}", "--balance-to", "most", "--out", "o.h5"],
+         "--balance-to: expected 'max' or an integer"),
+        (["data", "split", "{tiny}", "--out", "s.json", "--val", "0.5", "--test", "0.6"], "train > 0"),
+        (["data", "export", "{tiny}", "view", "--origin", "gan"], "origin 'gan' not in this dataset"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_code_2(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    tiny = write_dataset(tmp_path / "tiny.h5")
+    result = invoke(*[a.replace("{tiny}", str(tiny)) for a in args])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_progress_bars_show_unless_quiet(tmp_path):
+    noisy = CliRunner().invoke(cli, ["data", "import", "demo", str(tmp_path / "a.h5"), "--size", "16", "--n", "50"])
+    assert "Importing" in noisy.stderr
+    quiet = invoke("data", "import", "demo", str(tmp_path / "b.h5"), "--size", "16", "--n", "50")
+    assert "Importing" not in quiet.stderr
+
+
+def test_sigterm_during_import_leaves_no_output(tmp_path):
+    target = tmp_path / "big.h5"
+    exe = Path(sys.executable).with_name("augkit")
+    proc = subprocess.Popen([str(exe), "--quiet", "data", "import", "demo", str(target), "--size", "64",
+                             "--n", "200000"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".big.h5.*.partial")) and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert not target.exists() and not list(tmp_path.glob(".big.h5.*"))
