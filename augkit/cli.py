@@ -281,6 +281,9 @@ def augment_cmd(name, data_path, out_path, amount, per_class, balance_to, split_
     if split_path is not None:
         train = Split.load(split_path, fingerprint=base.info.fingerprint).apply(base, "train")
         where = f"the training split ({len(train)} images)"
+    elif real.split is not None:
+        train = real.where(split="train")
+        where = f"the {len(train)} images of the source's train folder"
     else:
         train = real
         where = f"all {len(real)} real images (no --split given)"

@@ -16,6 +16,7 @@ import numpy as np
 
 from augkit.augment import Amount, Augmenter, Context, Samples
 from augkit.data.reader import H5Dataset, ImageDataset
+from augkit.data.schema import SPLIT_NAMES
 from augkit.data.writer import DatasetWriter
 from augkit.errors import AugkitError, PluginError, UserError
 from augkit.progress import track
@@ -113,12 +114,18 @@ def augment_to_file(
         full_provenance["base"] = {"path": str(base.path), "fingerprint": base.info.fingerprint,
                                    "provenance": base.provenance}
     total = int(counts.sum()) + (len(base) if base is not None else 0)
+    # a merged file keeps the base's fixed split (synthetic rows are training rows) and source files
+    with_split = base is not None and base.split is not None
+    with_source = base is not None and base.has_source
     writer = DatasetWriter(out, class_names=train.class_names, image_size=train.image_size, origins=origins,
-                           provenance=full_provenance, overwrite=overwrite, expected_rows=total)
+                           provenance=full_provenance, overwrite=overwrite, expected_rows=total,
+                           with_split=with_split, with_source=with_source)
     with writer, track(f"Augmenting with {augmenter.name}", total) as advance:
         if base is not None:
             for images, pos in base.iter_batches(2048):
-                writer.append(images, base.labels[pos], origin=base.origin[pos], parent=base.parent[pos])
+                writer.append(images, base.labels[pos], origin=base.origin[pos], parent=base.parent[pos],
+                              split=base.split[pos] if with_split else None,
+                              source=base.read_sources(np.arange(pos.start, pos.stop)) if with_source else None)
                 advance(len(images))
         for label, n_label in enumerate(counts):
             for b, start in enumerate(range(0, int(n_label), GENERATE_BATCH)):
@@ -126,6 +133,8 @@ def augment_to_file(
                 sub = ctx.child(label, b)
                 out_batch = call_plugin(augmenter, "generate", lambda: augmenter.generate(label, n, sub))
                 samples = check_samples(augmenter, out_batch, n, train.image_size)
-                writer.append(samples.images, np.full(n, label), origin=origin_id, parent=samples.parents)
+                writer.append(samples.images, np.full(n, label), origin=origin_id, parent=samples.parents,
+                              split=SPLIT_NAMES.index("train") if with_split else None,
+                              source=[""] * n if with_source else None)
                 advance(n)
     return {"path": Path(out), "origin": origin_name, "per_class": record["per_class"], "total": int(counts.sum())}

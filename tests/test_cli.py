@@ -80,6 +80,27 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, monkeypatch, args, 
     assert not (tmp_path / "o.h5").exists()
 
 
+def test_augment_uses_only_the_train_folder_of_a_fixed_split(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for part in ("train", "test"):
+        for cls in ("a", "b"):
+            (tmp_path / "src" / part / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+                    tmp_path / "src" / part / cls / f"{i}.png")
+    invoke("data", "import", str(tmp_path / "src"), str(tmp_path / "d.h5"), "--size", "8")
+    result = invoke("augment", "classical", "--data", str(tmp_path / "d.h5"), "--per-class", "4",
+                    "--out", str(tmp_path / "a.h5"))
+    assert result.exit_code == 0 and "train folder" in result.stderr
+    out = H5Dataset(tmp_path / "a.h5")
+    train_rows = set(np.flatnonzero(out.split == 0).tolist())
+    assert set(out.where(origin="classical").parent.tolist()) <= train_rows
+    assert out.read_sources([0, len(out) - 1]) == ["test/a/0.png", ""]  # imported files stay traceable
+
+
 def test_progress_bars_show_unless_quiet(tmp_path):
     noisy = CliRunner().invoke(cli, ["data", "import", "demo", str(tmp_path / "a.h5"), "--size", "16", "--n", "50"])
     assert "Importing" in noisy.stderr

@@ -246,6 +246,23 @@ class H5Dataset(ImageDataset):
         inverse = np.searchsorted(unique_rows, storage)
         return buf[inverse]
 
+    @property
+    def has_source(self) -> bool:
+        return "source" in self._images().file
+
+    def read_sources(self, positions: Sequence[int] | np.ndarray) -> list[str]:
+        """The file each item was imported from ("" for rows not imported from files)."""
+        if not self.has_source:
+            return [""] * len(positions)
+        column = self._images().file["source"]
+        rows = self._sel[np.asarray(positions, dtype=np.int64)]
+        order = np.argsort(rows)
+        values = column[rows[order]] if len(np.unique(rows)) == len(rows) else [column[r] for r in rows[order]]
+        out = [""] * len(rows)
+        for k, v in zip(order, values):
+            out[k] = v.decode() if isinstance(v, bytes) else str(v)
+        return out
+
     def load(self) -> ArrayDataset:
         """Read this view's images into memory (for small sets); columns and row ids are kept."""
         images = self._read_storage(self._sel)
