@@ -294,6 +294,48 @@ def augment_cmd(name, data_path, out_path, amount, per_class, balance_to, split_
     out.print(f"wrote {out_path}: {summary['total']} '{summary['origin']}' images ({per_class})", highlight=False)
 
 
+# -- evaluate ----------------------------------------------------------------------------------
+@cli.command("evaluate")
+@click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="Real dataset (.h5).")
+@click.option("--arm", "arms", multiple=True, required=True,
+              help="'baseline' or NAME=SHARD.h5[,SHARD2.h5] (repeatable); the baseline is always included.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--split", "split_path", type=click.Path(path_type=Path), default=None,
+              help="Split file from `augkit data split` (default: stratified 70/15/15, --split-seed).")
+@click.option("--split-seed", default=0, show_default=True, type=int)
+@click.option("--test", "test_path", type=click.Path(path_type=Path), default=None,
+              help="External fixed test set (.h5); classes matched by name.")
+@click.option("--seeds", default=1, show_default=True, type=int, help="Training seeds per arm (0..k-1).")
+@click.option("--model", default="legacy_xception", show_default=True, help="Any timm model name.")
+@click.option("--epochs", default=10, show_default=True, type=int)
+@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option("--lr", default=1e-3, show_default=True, type=float)
+@click.option("--input-aug", type=click.Choice(["none", "flip"]), default="flip", show_default=True)
+@click.option("--balanced-sampling", is_flag=True, help="Class-balanced batches.")
+@click.option("--class-weights", is_flag=True, help="Inverse-frequency class weights in the loss.")
+@click.option("--pretrained", default=None, help="Local checkpoint file to start from (no hub downloads).")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present).")
+@click.option("--bootstrap", default=1000, show_default=True, type=int, help="Resamples for the 1-seed CI.")
+def evaluate_cmd(data_path, arms, out_dir, split_path, split_seed, test_path, seeds, model, epochs, batch_size, lr,
+                 input_aug, balanced_sampling, class_weights, pretrained, device, bootstrap):
+    """Train a classifier per arm and seed; report per-class deltas against the baseline with 95% CIs."""
+    from augkit.evaluate import evaluate
+
+    config = {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr, "input_aug": input_aug,
+              "balanced_sampling": balanced_sampling, "class_weights": class_weights, "pretrained": pretrained}
+    summary = evaluate(data_path, list(arms), out_dir, split=split_path, split_seed=split_seed, test=test_path,
+                       seeds=seeds, config=config, device=device, n_boot=bootstrap)
+    table = Table("arm", "weighted F1 (mean)", "Δ vs baseline [95% CI]")
+    for name, arm in summary["arms"].items():
+        f1 = np.mean([r["metrics"]["weighted_f1"] for r in arm["runs"]])
+        d = summary["deltas"].get(name, {}).get("weighted_f1")
+        delta = "—" if d is None else (f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+                                       + (" CI includes 0" if d["includes_zero"] else ""))
+        table.add_row(name, f"{f1:.4f}", delta)
+    out.print(table)
+    out.print(f"report: {out_dir / 'report.md'}")
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
     cli(prog_name="augkit")

@@ -107,6 +107,7 @@ def augment_to_file(
         "amount": amount.to_json(),
         "seed": ctx.seed,
         "train_rows": len(train),
+        "source_fingerprint": getattr(getattr(train, "info", None), "fingerprint", None),
         "per_class": {name: int(c) for name, c in zip(train.class_names, counts)},
     }
     full_provenance = {**(provenance or {}), "augment": record}

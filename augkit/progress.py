@@ -6,7 +6,7 @@ Library code says ``with track("Importing", total) as advance: ... advance(k)``;
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -42,16 +42,30 @@ class _RateColumn(ProgressColumn):
         return Text(f"{task.speed:,.0f}/s" if task.speed else "", style="cyan")
 
 
+class Bar:
+    """What ``track`` yields: call it to advance, ``note(text)`` to show live numbers (loss, F1)."""
+
+    def __init__(self, progress: Progress | None = None, task=None):
+        self._progress, self._task = progress, task
+
+    def __call__(self, n: int = 1) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+    def note(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, note=text)
+
+
 @contextmanager
-def track(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """Show a bar for ``total`` units of work; yields ``advance(n)``."""
+def track(description: str, total: int | None) -> Iterator[Bar]:
+    """Show a bar for ``total`` units of work; yields a :class:`Bar`."""
     if _quiet:
-        yield lambda n=1: None
+        yield Bar()
         return
     columns = [
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        _RateColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        _RateColumn(), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
     ]
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
+    with Progress(*columns, console=console, transient=False) as progress:
+        yield Bar(progress, progress.add_task(description, total=total, note=""))

@@ -1,0 +1,114 @@
+"""Arms of an evaluation: the real training split plus, for augmented arms, synthetic rows from shards.
+
+The only difference between arms is the synthetic rows added to training. Validation and test images
+are real rows only (origin 0) and never change between arms; a synthetic row derived from a
+validation or test image (its ``parent``) is refused, since it would leak that image into training.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from augkit.data.reader import H5Dataset, ImageDataset
+from augkit.data.schema import REAL
+from augkit.errors import DataError, UserError
+
+BASELINE = "baseline"
+_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """An arm's name and the shard files whose synthetic rows it adds (none for the baseline)."""
+
+    name: str
+    shards: tuple[Path, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def parse(cls, text: str) -> "Arm":
+        """``baseline`` or ``name=a.h5[,b.h5...]`` (as on the command line)."""
+        text = text.strip()
+        if text == BASELINE:
+            return cls(BASELINE)
+        if "=" not in text:
+            raise UserError(f"--arm '{text}': expected 'baseline' or NAME=SHARD.h5[,SHARD2.h5]")
+        name, files = text.split("=", 1)
+        shards = tuple(Path(p.strip()) for p in files.split(",") if p.strip())
+        return cls(name.strip(), shards)
+
+    def check(self) -> None:
+        if not _NAME.match(self.name):
+            raise UserError(f"arm '{self.name}': names may hold letters, digits and _ . + - only")
+        if self.name != BASELINE and not self.shards:
+            raise UserError(f"arm '{self.name}': give at least one shard file (NAME=SHARD.h5)")
+        if self.name == BASELINE and self.shards:
+            raise UserError("arm 'baseline' is the real training split alone; give augmented arms another name")
+
+
+def class_mapping(source: tuple[str, ...], target: tuple[str, ...], what: str) -> np.ndarray:
+    """Index map from ``source`` class names to ``target``'s, matched by name; any mismatch is an error."""
+    missing = sorted(set(target) - set(source))
+    extra = sorted(set(source) - set(target))
+    if missing or extra:
+        parts = ([f"lacks {missing}"] if missing else []) + ([f"has unknown {extra}"] if extra else [])
+        raise DataError(f"{what}: class names differ from the training data ({'; '.join(parts)})")
+    return np.array([target.index(name) for name in source], dtype=np.int64)
+
+
+@dataclass
+class SyntheticRows:
+    """Synthetic rows of one arm: views into shard files and their labels in the base's class order."""
+
+    views: list[ImageDataset]
+    labels: list[np.ndarray]
+
+    @property
+    def count(self) -> int:
+        return int(sum(len(v) for v in self.views))
+
+    def read_all(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.views:
+            return None, np.zeros(0, np.int64)
+        images = np.concatenate([v.read(np.arange(len(v))) for v in self.views])
+        return images, np.concatenate(self.labels)
+
+
+def synthetic_rows(arm: Arm, base: H5Dataset, train_rows: np.ndarray, held_out_rows: np.ndarray) -> SyntheticRows:
+    """Open an arm's shards and check them: sizes, class names, non-empty, and no leaked parents."""
+    arm.check()
+    views, labels = [], []
+    train_set = set(train_rows.tolist())
+    held_out = set(held_out_rows.tolist())
+    for path in arm.shards:
+        shard = H5Dataset(path)
+        what = f"arm '{arm.name}': {path}"
+        if shard.image_size != base.image_size:
+            raise DataError(f"{what}: images are {shard.image_size[0]}px, the data's are {base.image_size[0]}px")
+        mapping = class_mapping(shard.class_names, base.class_names, what)
+        synthetic = shard.subset(np.flatnonzero(shard.origin != shard.origins.index(REAL)))
+        if len(synthetic) == 0:
+            raise DataError(f"{what}: holds no synthetic rows (every row has origin 'real')")
+        parents = synthetic.parent
+        derived = parents[parents >= 0]
+        if len(derived):
+            made_from = shard.provenance.get("base", {}).get("fingerprint") or shard.provenance.get(
+                "augment", {}).get("source_fingerprint")
+            if made_from and made_from != base.info.fingerprint:
+                raise DataError(f"{what}: its images derive from another dataset (fingerprint {made_from[:12]}), "
+                                f"not {base.path}")
+            leaked = [int(p) for p in derived if int(p) in held_out]
+            if leaked:
+                raise DataError(
+                    f"{what}: {len(leaked)} synthetic rows derive from validation/test images (e.g. row {leaked[0]}); "
+                    "make the shard from the training split only (augkit augment --split SPLIT.json)")
+            unknown = [int(p) for p in derived if int(p) not in train_set]
+            if unknown:
+                raise DataError(f"{what}: {len(unknown)} synthetic rows name parents that are not training rows "
+                                f"of {base.path} (e.g. row {unknown[0]})")
+        views.append(synthetic)
+        labels.append(mapping[synthetic.labels])
+    return SyntheticRows(views, labels)

@@ -1,0 +1,152 @@
+"""The evaluation experiment: every arm x every seed, same split and settings; then the comparison.
+
+Each finished run is saved at once (``runs/<arm>-seed<k>.json``), so an interrupted evaluation
+started again with the same output folder and settings continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from augkit.augment import default_device
+from augkit.data.reader import H5Dataset
+from augkit.data.schema import REAL
+from augkit.data.split import Split, stratified_split
+from augkit.errors import DataError, UserError
+from augkit.evaluate.arms import BASELINE, Arm, class_mapping, synthetic_rows
+from augkit.evaluate.metrics import compare_arms
+from augkit.evaluate.trainer import TrainConfig, train_run
+from augkit.params import parse_params
+
+
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
+def _real_only(ds, what: str):
+    if (ds.origin != ds.origins.index(REAL)).any():
+        raise DataError(f"{what}: holds synthetic rows; validation and test sets must be real images only")
+    return ds
+
+
+def evaluate(
+    data: str | Path,
+    arms: list[Arm | str],
+    out_dir: str | Path,
+    *,
+    split: str | Path | Split | None = None,
+    split_seed: int = 0,
+    test: str | Path | None = None,
+    seeds: int | list[int] = 1,
+    config: TrainConfig | dict | None = None,
+    device: str | None = None,
+    n_boot: int = 1000,
+) -> dict:
+    """Train and test one classifier per arm and seed; write metrics.json, report.md and plots to ``out_dir``."""
+    cfg = parse_params(TrainConfig, config if not isinstance(config, TrainConfig) else dataclasses.asdict(config),
+                       where="evaluate")
+    from augkit.evaluate.models import create_classifier
+
+    arms = [a if isinstance(a, Arm) else Arm.parse(a) for a in arms]
+    if not arms:
+        raise UserError("evaluate: give at least one arm (baseline is added automatically)")
+    if BASELINE not in [a.name for a in arms]:
+        arms.insert(0, Arm(BASELINE))
+    names = [a.name for a in arms]
+    if len(set(names)) != len(names):
+        raise UserError(f"evaluate: arm names must be unique, got {names}")
+    for a in arms:
+        a.check()
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not seed_list:
+        raise UserError("evaluate: seeds must be at least 1")
+    device = device or default_device()
+    out_dir = Path(out_dir)
+
+    base = H5Dataset(data)
+    create_classifier(cfg.model, len(base.class_names), cfg.pretrained)  # bad model or weights fail before any work
+    if isinstance(split, Split):
+        the_split = split
+    elif split is not None:
+        the_split = Split.load(split, fingerprint=base.info.fingerprint)
+    else:
+        fractions = {"train": 0.7, "val": 0.15, "test": 0.15} if test is None else {"train": 0.8, "val": 0.2}
+        the_split = stratified_split(base, fractions, split_seed)
+    train_real = the_split.apply(base, "train")
+    val = _real_only(the_split.apply(base, "val"), "validation split")
+    if len(val) == 0:
+        raise DataError("the split has no validation images; model selection needs them")
+    held_out = np.concatenate([the_split.val, the_split.test])
+    if test is not None:
+        test_file = H5Dataset(test)
+        if test_file.image_size != base.image_size:
+            raise DataError(f"{test}: images are {test_file.image_size[0]}px, the data's are {base.image_size[0]}px")
+        test_ds = test_file.real()
+        test_labels = class_mapping(test_file.class_names, base.class_names, f"test set {test}")[test_ds.labels]
+    else:
+        test_ds = _real_only(the_split.apply(base, "test"), "test split")
+        test_labels = test_ds.labels
+    if len(test_ds) == 0:
+        raise DataError("the test set is empty")
+
+    synthetic = {a.name: synthetic_rows(a, base, the_split.train, held_out) for a in arms}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "runs").mkdir(exist_ok=True)
+    the_split.save(out_dir / "split.json")
+
+    settings = {"config": dataclasses.asdict(cfg), "data": base.info.fingerprint,
+                "split": hashlib.sha256(json.dumps(the_split.to_json()).encode()).hexdigest(),
+                "test": str(test) if test else None}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+    real_x = torch.from_numpy(train_real.read(np.arange(len(train_real))))
+    real_y = torch.from_numpy(train_real.labels)
+    val_t = (torch.from_numpy(val.read(np.arange(len(val)))), val.labels)
+    test_t = (torch.from_numpy(test_ds.read(np.arange(len(test_ds)))), test_labels)
+    num_classes = len(base.class_names)
+    results: dict[str, list[dict]] = {a.name: [] for a in arms}
+    for arm in arms:
+        extra_x, extra_y = synthetic[arm.name].read_all()
+        x = real_x if extra_x is None else torch.cat([real_x, torch.from_numpy(extra_x)])
+        y = real_y if extra_x is None else torch.cat([real_y, torch.from_numpy(extra_y)])
+        for seed in seed_list:
+            path = out_dir / "runs" / f"{arm.name}-seed{seed}.json"
+            if path.exists():
+                done = json.loads(path.read_text())
+                if done.get("settings_key") == key:
+                    results[arm.name].append(done)
+                    continue
+            run = train_run(x, y, val_t, test_t, num_classes, cfg, seed, device, label=arm.name)
+            run.update({"arm": arm.name, "settings_key": key,
+                        "train_counts": np.bincount(y.numpy(), minlength=num_classes).tolist(),
+                        "synthetic_rows": synthetic[arm.name].count})
+            _atomic_json(path, run)
+            results[arm.name].append(run)
+
+    comparison = {a.name: compare_arms(results[BASELINE], results[a.name], num_classes, n_boot=n_boot)
+                  for a in arms if a.name != BASELINE}
+    summary = {
+        "data": str(data), "fingerprint": base.info.fingerprint, "device": device, "seeds": seed_list,
+        "class_names": list(base.class_names), "config": dataclasses.asdict(cfg),
+        "split": {"method": the_split.method, "seed": the_split.seed, "fractions": the_split.fractions,
+                  "sizes": {"train": len(train_real), "val": len(val), "test": len(test_ds)}},
+        "test_source": str(test) if test else "split",
+        "arms": {a.name: {"shards": [str(p) for p in a.shards], "synthetic_rows": synthetic[a.name].count,
+                          "runs": [{k: r[k] for k in ("seed", "best_epoch", "metrics", "history", "train_seconds",
+                                                      "train_images_per_s", "train_counts")}
+                                   for r in results[a.name]]} for a in arms},
+        "deltas": comparison,
+    }
+    _atomic_json(out_dir / "metrics.json", summary)
+    from augkit.evaluate.report import write_report
+
+    write_report(summary, out_dir)
+    return summary

@@ -1,0 +1,57 @@
+"""Classifiers for the evaluator: any timm architecture, never downloaded weights.
+
+This machine (and many hospital networks) cannot reach a model hub, so a model starts from random
+weights or from a local checkpoint file; asking for hub weights is a clear error, not a hang.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from augkit.errors import UserError
+
+DEFAULT_MODEL = "legacy_xception"  # the thesis's classifier
+
+
+def create_classifier(name: str, num_classes: int, pretrained: str | Path | None = None) -> nn.Module:
+    """A timm model with ``num_classes`` outputs; ``pretrained`` may only be a local file."""
+    import timm
+
+    if name not in timm.list_models():
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.5)
+        hint = f"; close matches: {', '.join(close)}" if close else "; see timm.list_models()"
+        raise UserError(f"unknown timm model '{name}'{hint}")
+    if pretrained in (True, "true", "imagenet", "hub") or (isinstance(pretrained, str) and pretrained.startswith(("hf-hub:", "http://", "https://", "timm/"))):
+        raise UserError(
+            f"pretrained weights from a hub cannot be downloaded here; download the checkpoint elsewhere and pass "
+            f"its local path (pretrained = \"/path/to/{name}.safetensors\"), or train from scratch (leave it unset)")
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes)
+    if pretrained:
+        _load_local_weights(model, Path(pretrained))
+    return model
+
+
+def _load_local_weights(model: nn.Module, path: Path) -> None:
+    """Load a local checkpoint (safetensors or a weights-only torch file); the classifier head is skipped
+    when its shape differs (another number of classes)."""
+    if not path.is_file():
+        raise UserError(f"{path}: pretrained checkpoint not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise UserError(f"{path}: cannot be read as a weights checkpoint ({exc.__class__.__name__}: {exc})") from None
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise UserError(f"{path}: no weights match this model's layers (is it the same architecture?)")
+    model.load_state_dict(usable, strict=False)

@@ -1,0 +1,168 @@
+"""The evaluator: metrics, confidence intervals, the leakage guard, determinism, reports, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from augkit.augment import Context
+from augkit.data import DatasetWriter, H5Dataset, import_source, stratified_split
+from augkit.errors import DataError, UserError
+from augkit.evaluate import evaluate
+from augkit.evaluate.metrics import bootstrap_interval, classification_metrics, compare_arms, seed_interval
+from augkit.generate import augment_to_file
+from augkit.registry import get_augmenter
+
+FAST = {"model": "test_resnet", "epochs": 2, "batch_size": 16, "lr": 3e-3}
+
+
+def test_metrics_match_a_hand_computed_confusion_matrix():
+    # confusion (rows true, cols predicted): [[3, 1, 0], [0, 2, 2], [1, 0, 1]]
+    y_true = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
+    y_pred = np.array([0, 0, 0, 1, 1, 1, 2, 2, 0, 2])
+    m = classification_metrics(y_true, y_pred, 3)
+    assert m["confusion"] == [[3, 1, 0], [0, 2, 2], [1, 0, 1]]
+    precision = [3 / 4, 2 / 3, 1 / 3]
+    recall = [3 / 4, 2 / 4, 1 / 2]
+    f1 = [2 * p * r / (p + r) for p, r in zip(precision, recall)]
+    np.testing.assert_allclose(m["per_class"]["precision"], precision)
+    np.testing.assert_allclose(m["per_class"]["recall"], recall)
+    np.testing.assert_allclose(m["per_class"]["f1"], f1)
+    assert m["accuracy"] == pytest.approx(6 / 10)
+    assert m["balanced_accuracy"] == pytest.approx(np.mean(recall))
+    assert m["weighted_f1"] == pytest.approx(np.dot(f1, [4, 4, 2]) / 10)
+    assert m["macro_f1"] == pytest.approx(np.mean(f1))
+
+
+def test_a_class_never_predicted_counts_as_zero_not_an_error():
+    m = classification_metrics(np.array([0, 1, 2]), np.array([0, 0, 0]), 4)
+    assert m["per_class"]["precision"][1] == 0 and m["per_class"]["support"] == [1, 1, 1, 0]
+
+
+def test_seed_interval_is_a_t_interval():
+    mean, low, high = seed_interval(np.array([[0.01], [0.03], [0.02]]))
+    assert mean[0] == pytest.approx(0.02)
+    # t(0.975, 2) = 4.303, sd = 0.01, sem = 0.01 / sqrt(3)
+    assert high[0] - mean[0] == pytest.approx(4.3027 * 0.01 / np.sqrt(3), rel=1e-3)
+
+
+def test_paired_bootstrap_separates_a_real_gain_from_noise():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 400)
+    a = np.where(rng.random(400) < 0.6, y, (y + 1) % 3)
+    better = np.where(rng.random(400) < 0.5, y, a)  # fixes about half of a's mistakes
+    point, low, high = bootstrap_interval(y, a, better, 3, n_boot=300)
+    assert point[1] > 0 and low[1] > 0  # index 1: macro F1
+    same_point, same_low, same_high = bootstrap_interval(y, a, a, 3, n_boot=50)
+    assert same_point[0] == 0 and same_low[0] == 0 == same_high[0]
+    runs = [{"metrics": classification_metrics(y, a, 3), "y_true": y.tolist(), "y_pred": a.tolist()}]
+    runs_b = [{"metrics": classification_metrics(y, better, 3), "y_true": y.tolist(), "y_pred": better.tolist()}]
+    out = compare_arms(runs, runs_b, 3, n_boot=100)
+    assert out["weighted_f1"]["includes_zero"] is False and len(out["recall"]) == 3
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    d = tmp_path_factory.mktemp("eval")
+    import_source("demo", d / "demo.h5", size=16, n=240, seed=0)
+    base = H5Dataset(d / "demo.h5")
+    split = stratified_split(base, seed=0)
+    split.save(d / "split.json")
+    augment_to_file(get_augmenter("classical"), split.apply(base, "train"), d / "shard.h5", 0.5,
+                    Context(seed=0, device="cpu"))
+    return d
+
+
+def test_evaluate_writes_every_report_file_and_is_deterministic(demo, tmp_path):
+    arms = ["baseline", f"classical={demo / 'shard.h5'}"]
+    a = evaluate(demo / "demo.h5", arms, tmp_path / "a", split=demo / "split.json", config=FAST, device="cpu",
+                 n_boot=50)
+    for name in ("metrics.json", "report.md", "confusion_baseline.png", "confusion_classical.png", "deltas.png",
+                 "split.json", "runs/baseline-seed0.json", "runs/classical-seed0.json"):
+        assert (tmp_path / "a" / name).is_file(), name
+    saved = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert saved["arms"]["classical"]["synthetic_rows"] == a["arms"]["classical"]["synthetic_rows"] > 0
+    assert saved["arms"]["baseline"]["runs"][0]["seed"] == 0
+    assert "bootstrap" in saved["deltas"]["classical"]["method"]
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert "| classical |" in report and "Per-class deltas" in report
+    b = evaluate(demo / "demo.h5", arms, tmp_path / "b", split=demo / "split.json", config=FAST, device="cpu",
+                 n_boot=50)
+    for arm in ("baseline", "classical"):
+        assert a["arms"][arm]["runs"][0]["metrics"] == b["arms"][arm]["runs"][0]["metrics"]
+        assert a["arms"][arm]["runs"][0]["history"] == b["arms"][arm]["runs"][0]["history"]
+
+
+def test_finished_runs_are_reused_when_evaluation_restarts(demo, tmp_path):
+    first = evaluate(demo / "demo.h5", ["baseline"], tmp_path, split=demo / "split.json",
+                     config={**FAST, "epochs": 1}, device="cpu")
+    run_file = tmp_path / "runs" / "baseline-seed0.json"
+    stamp = run_file.stat().st_mtime_ns
+    again = evaluate(demo / "demo.h5", ["baseline"], tmp_path, split=demo / "split.json",
+                     config={**FAST, "epochs": 1}, device="cpu")
+    assert run_file.stat().st_mtime_ns == stamp and again["arms"] == first["arms"]
+
+
+def test_synthetic_rows_from_held_out_images_are_refused(demo, tmp_path):
+    base = H5Dataset(demo / "demo.h5")
+    # a shard made from ALL real images (no split) has parents in validation and test
+    augment_to_file(get_augmenter("classical"), base.real(), tmp_path / "leaky.h5", 0.5, Context(seed=0, device="cpu"))
+    with pytest.raises(DataError, match="derive from validation/test images"):
+        evaluate(demo / "demo.h5", [f"leaky={tmp_path / 'leaky.h5'}"], tmp_path / "o", split=demo / "split.json",
+                 config=FAST, device="cpu")
+
+
+def test_validation_and_test_hold_real_rows_only(demo, tmp_path):
+    """Even a split that names synthetic rows cannot put them in validation or test."""
+    from augkit.data import Split
+
+    merged = tmp_path / "merged.h5"
+    base = H5Dataset(demo / "demo.h5")
+    split = stratified_split(base, seed=0)
+    augment_to_file(get_augmenter("classical"), split.apply(base, "train"), merged, {"per_class": 2},
+                    Context(seed=0, device="cpu"), base=base)
+    m = H5Dataset(merged)
+    synthetic_row = int(np.flatnonzero(m.origin == 1)[0])
+    bad = Split(train=split.train, val=np.append(split.val, synthetic_row), test=split.test, seed=0,
+                fingerprint=m.info.fingerprint)
+    with pytest.raises(DataError, match="validation split: holds synthetic rows"):
+        evaluate(merged, ["baseline"], tmp_path / "o", split=bad, config=FAST, device="cpu")
+
+
+def test_external_test_set_is_matched_by_class_name(demo, tmp_path):
+    base = H5Dataset(demo / "demo.h5")
+    names = list(base.class_names)
+    rng = np.random.default_rng(0)
+    with DatasetWriter(tmp_path / "locked.h5", class_names=names[::-1], image_size=16) as w:
+        w.append(rng.integers(0, 256, (len(names), 16, 16, 3), dtype=np.uint8), np.arange(len(names)))
+    out = evaluate(demo / "demo.h5", ["baseline"], tmp_path / "o", test=tmp_path / "locked.h5",
+                   config={**FAST, "epochs": 1}, device="cpu")
+    run = json.loads((tmp_path / "o" / "runs" / "baseline-seed0.json").read_text())
+    # row k of the locked file is class names[::-1][k], i.e. index len-1-k of the training data
+    assert run["y_true"] == list(range(len(names)))[::-1] and out["test_source"].endswith("locked.h5")
+    with DatasetWriter(tmp_path / "other.h5", class_names=[*names[:-1], "megakaryocyte"], image_size=16) as w:
+        w.append(np.zeros((1, 16, 16, 3), np.uint8), [0])
+    with pytest.raises(DataError, match=r"class names differ .*lacks \['platelet'\].*unknown \['megakaryocyte'\]"):
+        evaluate(demo / "demo.h5", ["baseline"], tmp_path / "o2", test=tmp_path / "other.h5", config=FAST,
+                 device="cpu")
+
+
+def test_bad_inputs_are_clear_errors(demo, tmp_path):
+    data = demo / "demo.h5"
+    with pytest.raises(UserError, match="unknown timm model 'resnet81'; close matches: .*resnet18"):
+        evaluate(data, ["baseline"], tmp_path / "o", config={**FAST, "model": "resnet81"}, device="cpu")
+    with pytest.raises(UserError, match="hub cannot be downloaded"):
+        evaluate(data, ["baseline"], tmp_path / "o", config={**FAST, "pretrained": "imagenet"}, device="cpu")
+    with pytest.raises(UserError, match="arm 'empty': give at least one shard"):
+        evaluate(data, ["empty="], tmp_path / "o", config=FAST, device="cpu")
+    with pytest.raises(DataError, match="holds no synthetic rows"):
+        evaluate(data, [f"realonly={data}"], tmp_path / "o", config=FAST, device="cpu")
+    base = H5Dataset(data)
+    with DatasetWriter(tmp_path / "renamed.h5", class_names=[n.upper() for n in base.class_names], image_size=16,
+                       origins=["real", "gan"]) as w:
+        w.append(np.zeros((2, 16, 16, 3), np.uint8), [0, 1], origin=1)
+    with pytest.raises(DataError, match="arm 'gan': .*renamed.h5: class names differ"):
+        evaluate(data, [f"gan={tmp_path / 'renamed.h5'}"], tmp_path / "o", config=FAST, device="cpu")
+    assert not (tmp_path / "o").exists()  # nothing is written before the inputs are checked
