@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import operator
 from functools import lru_cache
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
@@ -57,14 +57,14 @@ _SHUFFLE_KEY = 0xDE30  # separates the class-order stream from the per-image str
 # Optical densities (absorbance per RGB channel, -ln(transmitted)) of the stained structures.
 # Each is roughly -ln(the colour it shows on a white background).
 _OD = {
-    "bg": (0.06, 0.13, 0.16),  # plasma / glass: pale pinkish beige
-    "rbc": (0.09, 0.42, 0.38),  # red cells: pink-red
-    "nucleus": (0.90, 1.45, 0.55),  # azure-stained chromatin: purple
+    "bg": (0.03, 0.12, 0.20),  # plasma / glass: pale peach-beige
+    "rbc": (0.17, 0.40, 0.33),  # red cells: mauve pink-red
+    "nucleus": (1.00, 1.55, 0.60),  # azure-stained chromatin: purple
     "neutro_cyto": (0.09, 0.20, 0.14),  # pale pink-lilac
     "neutro_gran": (0.22, 0.42, 0.20),  # fine lilac granules
     "eos_cyto": (0.06, 0.20, 0.24),  # pale pink-orange
-    "eos_gran": (0.08, 0.62, 0.95),  # orange-red granules
-    "baso_cyto": (0.20, 0.33, 0.15),  # lilac
+    "eos_gran": (0.10, 0.68, 0.85),  # orange-red granules
+    "baso_cyto": (0.30, 0.45, 0.18),  # lilac-purple
     "baso_gran": (1.00, 1.75, 0.75),  # dark purple granules
     "lympho_cyto": (0.34, 0.22, 0.07),  # pale sky blue
     "mono_cyto": (0.27, 0.28, 0.14),  # grey-blue
@@ -126,9 +126,10 @@ def render_cell(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
 def iter_demo(
     n: int, size: int = 64, seed: int = 0, batch: int = 256
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield the demo set in batches ``(images uint8 (b,size,size,3), labels int64 (b,))``.
+    """Iterate over the demo set in batches ``(images uint8 (b,size,size,3), labels int64 (b,))``.
 
-    Streaming keeps memory flat for large ``n``. Row ``i`` is drawn from its own generator
+    Streaming keeps memory flat for large ``n``. Arguments are checked at the call, not at the
+    first ``next()``. Row ``i`` is drawn from its own generator
     ``default_rng([seed, i])``. The class order is one seeded shuffle of ``demo_counts(n)``.
     So the rows are the same whatever ``batch`` is: the batch size changes memory use,
     never the data.
@@ -137,6 +138,10 @@ def iter_demo(
     size = _check_size(size)
     seed = _check_int("seed", seed, minimum=0)
     batch = _check_int("batch", batch, minimum=1)
+    return _batches(n, size, seed, batch)
+
+
+def _batches(n: int, size: int, seed: int, batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     labels = _demo_labels(n, seed)
     for start in range(0, n, batch):
         stop = min(n, start + batch)
@@ -201,20 +206,21 @@ def _demo_labels(n: int, seed: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def _interp_matrix(size: int, g: int) -> np.ndarray:
-    """``(size, g + 1)`` weights that interpolate a g x g value-noise lattice at the pixel centres.
+def _lattice(size: int, g: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """How pixel centres sit in a g x g value-noise lattice.
 
-    A matrix makes the 2-D interpolation two small matrix products, ``W @ lattice @ W.T``.
-    That is much cheaper than gathering the lattice values pixel by pixel.
+    Returns the left and right lattice nodes of each pixel, their weights, and the same
+    weights as a ``(size, g + 1)`` interpolation matrix.
     """
     t = (np.arange(size, dtype=np.float64) + 0.5) * (g / size)
-    i0 = np.minimum(t.astype(np.int64), g - 1)
+    i0 = np.minimum(t.astype(np.intp), g - 1)
     f = t - i0
     f = f * f * (3.0 - 2.0 * f)  # smoothstep: no visible creases along the lattice lines
-    w = np.zeros((size, g + 1), dtype=np.float32)
-    w[np.arange(size), i0] = 1.0 - f
-    w[np.arange(size), i0 + 1] = f
-    return w
+    w0, w1 = (1.0 - f).astype(np.float32), f.astype(np.float32)
+    mat = np.zeros((size, g + 1), dtype=np.float32)
+    mat[np.arange(size), i0] = w0
+    mat[np.arange(size), i0 + 1] = w1
+    return i0, i0 + 1, w0, w1, mat
 
 
 def _noise(rng: np.random.Generator, size: int, g: int, channels: int) -> np.ndarray:
@@ -223,8 +229,36 @@ def _noise(rng: np.random.Generator, size: int, g: int, channels: int) -> np.nda
     Interpolating a coarse random lattice is far cheaper than filtering white noise, and the
     feature size stays fixed in image units, so every size gets the same texture.
     """
-    w = _interp_matrix(size, g)
-    return w @ rng.random((channels, g + 1, g + 1), dtype=np.float32) @ w.T
+    lat = rng.random((channels, g + 1, g + 1), dtype=np.float32)
+    i0, i1, w0, w1, mat = _lattice(size, g)
+    if size * size * (g + 1) <= 1 << 16:
+        # Small: two tiny matrix products are the cheapest way, and BLAS runs them on one thread.
+        return mat @ lat @ mat.T
+    # Large: gathers. A large BLAS product would go multi-threaded, and on a busy machine its
+    # threads can turn a sub-millisecond product into tens of milliseconds.
+    rows = lat[:, i0, :] * w0[:, None] + lat[:, i1, :] * w1[:, None]
+    out = np.take(rows, i0, axis=2)
+    out *= w0
+    out += np.take(rows, i1, axis=2) * w1
+    return out
+
+
+def _granules(rng, g: float, fill: float, radius: float, edge: float, u: np.ndarray, v: np.ndarray):
+    """Coverage of round granules on a jittered grid of pitch 1/g, in cell-local coordinates u, v.
+
+    Each grid cell holds at most one dot (with probability ``fill``), of radius ``radius``
+    pitches (give or take 30 %), placed at random inside its cell. The grid turns with the
+    cell, so it is never aligned with the pixels. Discrete soft dots look like granules at
+    any image size. Thresholded smooth noise would turn into blotches on large images.
+    """
+    n = int(g) + 2  # the lattice spans u, v in [-0.5, 0.5] image widths: more than any cell
+    gu, gv = u * g + 0.5 * n, v * g + 0.5 * n
+    iu = np.minimum(np.maximum(gu.astype(np.intp), 0), n - 1)
+    iv = np.minimum(np.maximum(gv.astype(np.intp), 0), n - 1)
+    p = rng.random((4, n, n), dtype=np.float32)[:, iv, iu]  # jitter v, jitter u, radius, presence
+    r = radius * (0.7 + 0.6 * p[2])
+    dist = np.hypot((gv - iv) - (r + (1.0 - 2.0 * r) * p[0]), (gu - iu) - (r + (1.0 - 2.0 * r) * p[1])) - r
+    return _alpha(dist * (1.0 / g), edge) * (p[3] < fill)
 
 
 def _clip01(a: np.ndarray) -> np.ndarray:
@@ -253,6 +287,7 @@ def _rotation_about_grey(angle: float) -> np.ndarray:
 
 
 def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
+    """One uniform draw in [lo, hi): the designs below read as plain parameter ranges."""
     return lo + (hi - lo) * float(rng.random())
 
 
@@ -306,39 +341,55 @@ def _bite(rng, lobe, depth: tuple[float, float], width: tuple[float, float]):
 
 
 def _mix(a: str, b: str, t: float) -> np.ndarray:
+    """An OD colour part-way between two named ones: look-alike classes share colours."""
     return (1.0 - t) * _OD[a] + t * _OD[b]
 
 
+class _Granules(NamedTuple):
+    pitch: float  # granules per image width (grid cells)
+    fill: float  # fraction of grid cells holding a granule
+    radius: float  # granule radius, in grid cells
+    density: float  # stain amount of one granule
+    od: np.ndarray  # colour
+    pink: bool = False  # stained by the pink dye (follows its per-image strength)
+    over_nucleus: bool = False  # granules also cover the nucleus (basophils)
+
+
 def _design(label: int, rng: np.random.Generator) -> dict:
+    """Random geometry and stain amounts of one cell of class ``label``."""
     name = DEMO_CLASSES[label]
     d = {
         "bite": None,
         "strands": [],
         "nuc_wobble": _u(rng, 0.008, 0.02),
-        "gran": None,  # (lattice g, threshold, density, OD, pink dye?, covers nucleus?)
+        "gran": None,  # a _Granules, if any
         "vacuoles": 0.0,
         "cyto_density": _u(rng, 0.8, 1.2),
+        "cyto_wobble": _u(rng, 0.05, 0.15),  # irregularity of the cell outline
     }
     if name == "neutrophil":
         rc = _u(rng, 0.16, 0.205)
-        band = rng.random() < 0.2
+        band = rng.random() < 0.3
         n_lobes = int(rng.choice([3, 4])) if band else int(rng.choice([2, 3, 3, 3, 4, 4, 5]))
-        rl = _u(rng, 0.042, 0.058)
-        strand = rl * _u(rng, 0.6, 0.9) if band else _u(rng, 0.008, 0.016)
+        rl = _u(rng, 0.048, 0.064)
+        strand = rl * (_u(rng, 0.6, 0.9) if band else _u(rng, 0.2, 0.45))
         gap = _u(rng, 0.8, 1.0) if band else _u(rng, 0.9, 1.25)
         d["lobes"], d["strands"] = _chain(rng, n_lobes, rl, gap, strand, fit=rc * 0.85)
         d["dark"], d["chromatin"] = _u(rng, 0.8, 1.05), _u(rng, 0.15, 0.35)
         d["cyto"], d["cyto_pink"] = _mix("neutro_cyto", "ig_cyto", _u(rng, 0.0, 0.4)), True
-        d["gran"] = (int(rng.integers(44, 56)), _u(rng, 0.5, 0.7), _u(rng, 0.3, 0.7), _OD["neutro_gran"], False, False)
+        d["gran"] = _Granules(_u(rng, 44, 54), _u(rng, 0.5, 0.8), _u(rng, 0.22, 0.32), _u(rng, 0.3, 0.7),
+                              _OD["neutro_gran"])
     elif name == "eosinophil":
         rc = _u(rng, 0.165, 0.21)
         n_lobes = 2 if rng.random() < 0.75 else 3
         rl = _u(rng, 0.046, 0.064)
-        d["lobes"], d["strands"] = _chain(rng, n_lobes, rl, _u(rng, 0.95, 1.3), _u(rng, 0.006, 0.016), fit=rc * 0.8)
+        gap, strand = _u(rng, 0.95, 1.3), _u(rng, 0.006, 0.016)
+        d["lobes"], d["strands"] = _chain(rng, n_lobes, rl, gap, strand, fit=rc * 0.8)
         d["dark"], d["chromatin"] = _u(rng, 0.7, 0.95), _u(rng, 0.15, 0.3)
         d["cyto"], d["cyto_pink"] = _OD["eos_cyto"], True
         gran_od = _mix("eos_gran", "neutro_gran", _u(rng, 0.0, 0.45))
-        d["gran"] = (int(rng.integers(30, 40)), _u(rng, 0.25, 0.45), _u(rng, 0.6, 1.0), gran_od, True, False)
+        d["gran"] = _Granules(_u(rng, 24, 30), _u(rng, 0.8, 0.95), _u(rng, 0.3, 0.38), _u(rng, 0.8, 1.2), gran_od,
+                              pink=True)
     elif name == "basophil":
         rc = _u(rng, 0.145, 0.19)
         if rng.random() < 0.3:
@@ -350,7 +401,8 @@ def _design(label: int, rng: np.random.Generator) -> dict:
             )
         d["dark"], d["chromatin"] = _u(rng, 0.55, 0.8), _u(rng, 0.1, 0.25)
         d["cyto"] = _OD["baso_cyto"]
-        d["gran"] = (int(rng.integers(18, 25)), _u(rng, 0.4, 0.6), _u(rng, 0.4, 0.8), _OD["baso_gran"], False, True)
+        d["gran"] = _Granules(_u(rng, 15, 20), _u(rng, 0.6, 0.95), _u(rng, 0.26, 0.36), _u(rng, 0.6, 1.0),
+                              _OD["baso_gran"], over_nucleus=True)
     elif name == "lymphocyte":
         rc = _u(rng, 0.11, 0.165) if rng.random() < 0.8 else _u(rng, 0.165, 0.2)
         d["lobes"], _ = _round_nucleus(rng, rc, (0.7, 0.9), 0.8)
@@ -359,7 +411,8 @@ def _design(label: int, rng: np.random.Generator) -> dict:
         d["dark"], d["chromatin"] = _u(rng, 0.9, 1.15), _u(rng, 0.2, 0.4)
         d["cyto"] = _mix("lympho_cyto", "mono_cyto", _u(rng, 0.0, 0.4))
         if rng.random() < 0.2:  # a few azurophilic granules (large granular lymphocytes)
-            d["gran"] = (int(rng.integers(24, 32)), _u(rng, 0.8, 0.9), _u(rng, 0.3, 0.6), _OD["ig_gran"], False, False)
+            d["gran"] = _Granules(_u(rng, 22, 28), _u(rng, 0.05, 0.15), _u(rng, 0.25, 0.35), _u(rng, 0.4, 0.8),
+                                  _OD["ig_gran"])
     elif name == "monocyte":
         rc = _u(rng, 0.185, 0.25)
         if rng.random() < 0.3:  # folded, irregular nucleus
@@ -374,8 +427,10 @@ def _design(label: int, rng: np.random.Generator) -> dict:
         d["dark"], d["chromatin"] = _u(rng, 0.55, 0.8), _u(rng, 0.25, 0.45)
         d["cyto"] = _mix("mono_cyto", "lympho_cyto", _u(rng, 0.0, 0.3))
         d["vacuoles"] = _u(rng, 0.0, 0.8) if rng.random() < 0.6 else 0.0
+        d["cyto_wobble"] = _u(rng, 0.1, 0.4)  # pseudopods, irregular outline
         if rng.random() < 0.5:  # fine azurophilic dust
-            d["gran"] = (int(rng.integers(44, 56)), _u(rng, 0.7, 0.85), _u(rng, 0.2, 0.4), _OD["neutro_gran"], False, False)
+            d["gran"] = _Granules(_u(rng, 44, 54), _u(rng, 0.2, 0.4), _u(rng, 0.2, 0.3), _u(rng, 0.2, 0.4),
+                                  _OD["neutro_gran"])
     elif name == "ig":
         rc = _u(rng, 0.165, 0.225)
         kind = rng.random()
@@ -388,7 +443,8 @@ def _design(label: int, rng: np.random.Generator) -> dict:
             d["lobes"], _ = _round_nucleus(rng, rc, (0.62, 0.78), 0.4)
         d["dark"], d["chromatin"] = _u(rng, 0.6, 0.9), _u(rng, 0.15, 0.35)
         d["cyto"] = _mix("ig_cyto", "neutro_cyto" if rng.random() < 0.5 else "mono_cyto", _u(rng, 0.0, 0.5))
-        d["gran"] = (int(rng.integers(30, 44)), _u(rng, 0.45, 0.7), _u(rng, 0.3, 0.7), _OD["ig_gran"], False, False)
+        d["gran"] = _Granules(_u(rng, 28, 36), _u(rng, 0.4, 0.7), _u(rng, 0.24, 0.34), _u(rng, 0.4, 0.8),
+                              _OD["ig_gran"])
     elif name == "erythroblast":
         rc = _u(rng, 0.095, 0.15)
         d["lobes"], _ = _round_nucleus(rng, rc, (0.5, 0.72), 0.35)
@@ -397,7 +453,7 @@ def _design(label: int, rng: np.random.Generator) -> dict:
         d["cyto"] = _mix("ery_blue", "ery_pink", _u(rng, 0.0, 1.0))
         d["cyto_density"] = _u(rng, 1.0, 1.5)
     else:  # platelet: no white cell, a small clump of platelets instead
-        return {"platelets": int(rng.integers(2, 9)), "rc": _u(rng, 0.06, 0.1)}
+        return {"platelets": int(rng.choice([1, 1, 2, 3, 4, 5, 6, 8])), "rc": _u(rng, 0.06, 0.1)}
     d["rc"] = rc
     d["ecc"] = _u(rng, 0.0, 0.1)
     return d
@@ -412,21 +468,20 @@ def _render(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
     design = _design(label, rng)
     px = 1.0 / size
     mag = _u(rng, 0.9, 1.1)  # magnification / cell-size jitter, shared by all objects
-    focus = _u(rng, 0.0, 1.0)
-    edge = 0.8 * px + 0.009 * focus  # slight defocus: softer edges, in image units
+    edge = 0.8 * px + 0.009 * _u(rng, 0.0, 1.0)  # anti-aliasing plus slight defocus, in image units
 
     # Per-image stain: strength of the pink (eosin-like) and purple (azure-like) dyes, a hue
     # rotation and slight channel gains. Shared by all classes, so colour alone can't give
     # the class away.
     k_pink, k_purple = _u(rng, 0.75, 1.25), _u(rng, 0.75, 1.3)
-    stain_mat = _rotation_about_grey(_u(rng, -0.3, 0.3)) * (1.0 + rng.uniform(-0.08, 0.08, 3))[:, None]
+    stain_mat = _rotation_about_grey(_u(rng, -0.2, 0.2)) * (1.0 + rng.uniform(-0.08, 0.08, 3))[:, None]
 
     def od(key_or_vec, pink: bool | None = None) -> np.ndarray:
         if isinstance(key_or_vec, str):
             vec, pink = _OD[key_or_vec], key_or_vec in _PINK
         else:
             vec = key_or_vec
-        return ((stain_mat @ vec) * (k_pink if pink else k_purple)).astype(np.float32)
+        return ((stain_mat * vec).sum(axis=1) * (k_pink if pink else k_purple)).astype(np.float32)
 
     low = _noise(rng, size, 5, 3)  # background mottle, cytoplasm outline, nucleus outline
     mid = _noise(rng, size, 14, 2)  # chromatin clumping, vacuoles
@@ -437,41 +492,26 @@ def _render(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
     total = (0.75 + 0.5 * low[0, :, :, None]) * (od("bg") * _u(rng, 0.6, 1.4))
 
     # the cell (or platelet clump) sits near the centre
-    cx, cy = 0.5 + 0.045 * float(np.clip(rng.normal(), -2.5, 2.5)), 0.5 + 0.045 * float(np.clip(rng.normal(), -2.5, 2.5))
+    cx, cy = (0.5 + 0.045 * float(np.clip(rng.normal(), -2.5, 2.5)) for _ in range(2))
     rc = design["rc"] * mag
 
-    # red cells, pushed out of the white cell's way (they may still touch or overlap it)
-    rbc = np.zeros((size, size), dtype=np.float32)
-    for p in rng.random((int(rng.integers(5, 12)), 6)).tolist():  # one draw for all red cells
-        r = 0.1 * mag * (0.88 + 0.24 * p[0])
-        bx, by = p[1] * 1.1 - 0.05, p[2] * 1.1 - 0.05
-        clear = rc + r * (0.5 + 0.6 * p[3])
-        dist = math.hypot(bx - cx, by - cy)
-        if dist < clear:
-            ang = math.atan2(by - cy, bx - cx) if dist > 1e-6 else 2.0 * math.pi * p[3]
-            bx, by = cx + clear * math.cos(ang), cy + clear * math.sin(ang)
-        rows, cols = _window(bx, by, r + edge, size)
-        if rows.start >= rows.stop or cols.start >= cols.stop:
-            continue
-        dx, dy = x[:, cols] - bx, y[rows] - by
-        rho2 = dx * dx + dy * dy
-        # biconcave disc: thick rim, paler centre ("central pallor")
-        thickness = (0.85 + 0.3 * p[4]) - (0.35 + 0.35 * p[5]) * np.maximum(1.0 - rho2 * (1.0 / (0.62 * r) ** 2), 0.0)
-        rbc[rows, cols] += _alpha(np.sqrt(rho2) - r, edge) * thickness
+    rbc = _red_cells(rng, size, cx, cy, rc, mag, edge)
     total += rbc[:, :, None] * od("rbc")
 
     # stray platelets in the background of any class, so "small purple dots" is not a giveaway
     n_stray = int(rng.random() < 0.25) + int(rng.random() < 0.1)
     for _ in range(n_stray):
-        ang, dist = _u(rng, 0, 2 * math.pi), _u(rng, rc + 0.06, 0.55)
-        _draw_platelet(total, cx + dist * math.cos(ang), cy + dist * math.sin(ang), mag, edge, x, y, size, rng, od)
+        ang, dist, r = _u(rng, 0, 2 * math.pi), _u(rng, rc + 0.06, 0.55), _u(rng, 0.014, 0.03) * mag
+        px_, py_ = cx + dist * math.cos(ang), cy + dist * math.sin(ang)
+        _draw_platelet(total, px_, py_, r, edge, x, y, size, rng, od)
 
     if "platelets" in design:
         for _ in range(design["platelets"]):
-            ang, dist = _u(rng, 0, 2 * math.pi), rc * math.sqrt(_u(rng, 0.0, 1.0))
-            _draw_platelet(total, cx + dist * math.cos(ang), cy + dist * math.sin(ang), mag, edge, x, y, size, rng, od)
+            ang, dist, r = _u(rng, 0, 2 * math.pi), rc * math.sqrt(_u(rng, 0.0, 1.0)), _u(rng, 0.026, 0.052) * mag
+            px_, py_ = cx + dist * math.cos(ang), cy + dist * math.sin(ang)
+            _draw_platelet(total, px_, py_, r, edge, x, y, size, rng, od)
     else:
-        _draw_wbc(total, design, cx, cy, rc, mag, edge, focus, x, y, size, rng, od, low, mid)
+        _draw_wbc(total, design, cx, cy, rc, mag, edge, x, y, size, rng, od, low, mid)
 
     white = (1.0 + _u(rng, -0.06, 0.02)) * (1.0 + rng.uniform(-0.02, 0.02, 3)).astype(np.float32)
     img = np.exp(-total) * white
@@ -480,9 +520,44 @@ def _render(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
     return (_clip01(img) * 255.0 + 0.5).astype(np.uint8)
 
 
-def _draw_platelet(total, px_, py_, mag, edge, x, y, size, rng, od) -> None:
+def _red_cells(rng, size: int, cx: float, cy: float, rc: float, mag: float, edge: float) -> np.ndarray:
+    """Thickness map of 8-16 red cells, pushed out of the white cell's way (they may still touch it).
+
+    All the discs are drawn at once, each in its own equal-sized window, stacked into one
+    array. A dozen array operations for all cells cost much less than a dozen per cell.
+    """
+    p = rng.random((int(rng.integers(8, 17)), 6))  # radius, x, y, clearance, thickness, pallor
+    r = 0.1 * mag * (0.88 + 0.24 * p[:, 0])
+    bx, by = p[:, 1] * 1.1 - 0.05, p[:, 2] * 1.1 - 0.05
+    clear = rc + r * (0.5 + 0.6 * p[:, 3])
+    dist = np.hypot(bx - cx, by - cy)
+    ang = np.where(dist > 1e-6, np.arctan2(by - cy, bx - cx), 2.0 * math.pi * p[:, 3])
+    push = dist < clear
+    bx = np.where(push, cx + clear * np.cos(ang), bx)
+    by = np.where(push, cy + clear * np.sin(ang), by)
+
+    half = int(math.ceil((r.max() + edge) * size)) + 1  # window half-width, pixels
+    ci, ri = np.floor(bx * size).astype(np.int64), np.floor(by * size).astype(np.int64)
+    steps = np.arange(-half, half + 1)
+    wx = ((ci[:, None] + steps + 0.5) / size - bx[:, None]).astype(np.float32)[:, None, :]
+    wy = ((ri[:, None] + steps + 0.5) / size - by[:, None]).astype(np.float32)[:, :, None]
+    rho2 = wx * wx + wy * wy
+    r3 = r.astype(np.float32)[:, None, None]
+    # biconcave disc: thick rim, paler centre ("central pallor")
+    pallor = np.maximum(1.0 - rho2 * (1.0 / (0.65 * r3) ** 2), 0.0)
+    thick = (0.8 + 0.3 * p[:, 4, None, None]) - (0.4 + 0.4 * p[:, 5, None, None]) * pallor
+    discs = _clip01((0.5 + r3 * (1.0 / edge)) - np.sqrt(rho2) * (1.0 / edge)) * thick.astype(np.float32)
+
+    pad = half + size // 8 + 2  # centres lie within [-0.05, 1.05] image widths
+    canvas = np.zeros((size + 2 * pad, size + 2 * pad), dtype=np.float32)
+    for k in range(len(r)):
+        r0, c0 = ri[k] - half + pad, ci[k] - half + pad
+        canvas[r0 : r0 + 2 * half + 1, c0 : c0 + 2 * half + 1] += discs[k]
+    return canvas[pad : pad + size, pad : pad + size]
+
+
+def _draw_platelet(total, px_, py_, r, edge, x, y, size, rng, od) -> None:
     """A small, irregular lilac disc with a darker granular centre."""
-    r = _u(rng, 0.016, 0.036) * mag
     rows, cols = _window(px_, py_, r * 1.3 + edge, size)
     if rows.start >= rows.stop or cols.start >= cols.stop:
         return
@@ -493,7 +568,7 @@ def _draw_platelet(total, px_, py_, mag, edge, x, y, size, rng, od) -> None:
     total[rows, cols] += (a * _u(rng, 0.5, 0.9) + core * _u(rng, 0.3, 0.8))[:, :, None] * od("platelet")
 
 
-def _draw_wbc(total, d, cx, cy, rc, mag, edge, focus, x, y, size, rng, od, low, mid) -> None:
+def _draw_wbc(total, d, cx, cy, rc, mag, edge, x, y, size, rng, od, low, mid) -> None:
     """Cytoplasm, granules and nucleus of one white cell, drawn in a window around it."""
     rows, cols = _window(cx, cy, rc * 1.2 + edge, size)
     theta = _u(rng, 0.0, 2.0 * math.pi)
@@ -504,7 +579,8 @@ def _draw_wbc(total, d, cx, cy, rc, mag, edge, focus, x, y, size, rng, od, low, 
 
     lw, mw = low[:, rows, cols], mid[:, rows, cols]
     a_ax, b_ax = rc * (1.0 + d["ecc"]), rc * (1.0 - d["ecc"])
-    d_cyto = (np.hypot(u * (1.0 / a_ax), v * (1.0 / b_ax)) - 1.0) * rc + (0.09 * rc) * (lw[1] - 0.5)
+    d_cyto = (np.hypot(u * (1.0 / a_ax), v * (1.0 / b_ax)) - 1.0) * rc
+    d_cyto += (d["cyto_wobble"] * rc) * (lw[1] - 0.5)  # a slightly irregular outline
     a_cyto = _alpha(d_cyto, edge)
 
     # nucleus: union of oval lobes and strands, minus an optional bite, with a wobbly outline
@@ -536,11 +612,9 @@ def _draw_wbc(total, d, cx, cy, rc, mag, edge, focus, x, y, size, rng, od, low, 
     win = total[rows, cols]
     win += cyto[:, :, None] * od(d["cyto"], pink=d.get("cyto_pink", False))
     win += (a_nuc * chrom)[:, :, None] * od("nucleus")
-    if d["gran"] is not None:
-        g, thr, dens, gran_od, pink, over_nucleus = d["gran"]
-        field = _noise(rng, size, g, 1)[0, rows, cols]
-        soft = 0.08 + 0.2 * focus  # defocus also blurs granules
-        gran = _clip01((field - thr) * (1.0 / soft)) * a_cyto
-        if not over_nucleus:
+    gr = d["gran"]
+    if gr is not None:
+        gran = _granules(rng, gr.pitch / mag, gr.fill, gr.radius, edge, u, v) * a_cyto
+        if not gr.over_nucleus:
             gran = gran * (1.0 - 0.7 * a_nuc)
-        win += (gran * dens)[:, :, None] * od(gran_od, pink=pink)
+        win += (gran * gr.density)[:, :, None] * od(gr.od, pink=gr.pink)
