@@ -236,8 +236,14 @@ class H5Dataset(ImageDataset):
         unique_rows = np.unique(sorted_rows)
         buf = out if len(unique_rows) == len(storage) else np.empty((len(unique_rows), h, w, 3), np.uint8)
         images = self._images()
+        long_run = max(1, (1 << 20) // (h * w * 3))  # rows in 1 MiB
         for pos, row, length in _runs(unique_rows):
-            images.read_direct(buf, np.s_[row:row + length], np.s_[pos:pos + length])
+            if length < long_run:
+                # h5py's fast path for plain slices costs ~10 us a call, read_direct ~60 us (its
+                # selections are built in Python): 5x faster for random batches, at one small copy
+                buf[pos:pos + length] = images[row:row + length]
+            else:
+                images.read_direct(buf, np.s_[row:row + length], np.s_[pos:pos + length])
         if buf is out:
             # rows were read in sorted order; put them back in the order asked
             result = np.empty_like(out)
