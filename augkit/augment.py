@@ -31,7 +31,8 @@ def default_device() -> str:
 
 @dataclass
 class Context:
-    """What an augmenter gets from its caller: a seed, a device and a folder for its own files.
+    """What an augmenter gets from its caller: a seed, a device, a folder for its own files (run folders,
+    checkpoints) and whether to resume the training found there.
 
     ``rng`` is a numpy Generator derived from ``seed``; ``child(*keys)`` gives an independent,
     reproducible Context for a sub-task (a class, a batch), so results do not depend on call order.
@@ -40,13 +41,14 @@ class Context:
     seed: int = 0
     device: str = field(default_factory=default_device)
     workdir: Path | None = None
+    resume: bool = False
     keys: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng([self.seed, *self.keys])
 
     def child(self, *keys: int) -> "Context":
-        return Context(seed=self.seed, device=self.device, workdir=self.workdir, keys=(*self.keys, *keys))
+        return dataclasses.replace(self, keys=(*self.keys, *keys))
 
     def torch_generator(self):
         """A torch.Generator seeded from this context (on the CPU: safe to use anywhere)."""

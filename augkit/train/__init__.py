@@ -1,0 +1,1 @@
+"""Shared GAN/classifier training machinery: losses, DiffAugment, EMA weights and resumable checkpoints."""

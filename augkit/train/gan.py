@@ -1,0 +1,314 @@
+"""One training loop for every GAN augkit ships: vanilla DCGAN, AC-GAN (thesis and full) and cgan.
+
+What differs between them is only the networks passed in and a few switches: the adversarial loss,
+whether D has an auxiliary classifier (AC-GAN) or takes labels (projection), DiffAugment, EMA, and
+class-balanced batches. The loop owns the rest: device and precision, reproducible randomness,
+checkpoints that resume to the same weights, sample grids, loss curves and a progress bar.
+
+A run folder holds ``config.json``, ``checkpoints/latest.pt``, ``samples/step_XXXXXXX.png``,
+``losses.csv`` and ``losses.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from augkit.errors import UserError
+from augkit.progress import track
+from augkit.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from augkit.train.diffaugment import diff_augment
+from augkit.train.ema import EMA
+from augkit.train.losses import d_loss, g_loss, gradient_penalty
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    """Optimisation settings shared by every GAN."""
+
+    steps: int = field(default=2000, metadata={"min": 1, "help": "generator updates"})
+    batch_size: int = field(default=64, metadata={"min": 2})
+    loss: Literal["bce", "hinge", "wgan-gp"] = field(default="bce", metadata={"help": "adversarial loss"})
+    lr_g: float = field(default=2e-4, metadata={"min": 0})
+    lr_d: float = field(default=2e-4, metadata={"min": 0})
+    betas_g: tuple[float, float] = (0.5, 0.999)
+    betas_d: tuple[float, float] = (0.5, 0.999)
+    n_critic: int = field(default=1, metadata={"min": 1, "help": "D updates per G update"})
+    gp_weight: float = field(default=10.0, metadata={"min": 0, "help": "WGAN-GP penalty weight"})
+    aux_weight: float = field(default=1.0, metadata={"min": 0, "help": "auxiliary classifier loss weight"})
+    diffaugment: str = field(default="", metadata={"help": "e.g. 'color,translation,cutout'; '' = off"})
+    ema_decay: float = field(default=0.0, metadata={"min": 0, "max": 1, "help": "generator EMA; 0 = off"})
+    balanced_classes: bool = field(default=False, metadata={"help": "draw real batches class-balanced"})
+    checkpoint_every: int = field(default=500, metadata={"min": 1})
+    sample_every: int = field(default=500, metadata={"min": 1})
+    log_every: int = field(default=25, metadata={"min": 1})
+
+
+def to_input(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in [-1, 1], channels-last, on ``device`` (normalised inside the step)."""
+    x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().mul_(2 / 255).sub_(1)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """Generator output in [-1, 1] NCHW -> uint8 NHWC."""
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def save_grid(images: np.ndarray, path: Path, columns: int) -> None:
+    """A PNG grid of uint8 NHWC images (row-major), with a 1-pixel white gutter."""
+    from PIL import Image
+
+    n, h, w, _ = images.shape
+    rows = -(-n // columns)
+    grid = np.full((rows * (h + 1) + 1, columns * (w + 1) + 1, 3), 255, np.uint8)
+    for k, img in enumerate(images):
+        r, c = divmod(k, columns)
+        grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = img
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
+
+
+def plot_losses(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for key in ("loss_d", "loss_g", "loss_aux"):
+        ax.plot(steps, [h[key] for h in history], label=key)
+    ax.set_xlabel("step")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+class _StopFlag:
+    """Ctrl-C asks the loop to stop after the current step, so the checkpoint it saves is consistent."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: Ctrl-C then falls back to the last periodic checkpoint
+            self._previous = None
+        return self
+
+    def _handler(self, signum, frame):  # noqa: ARG002
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def train_gan(
+    G: nn.Module,
+    D: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    cfg: GANConfig,
+    run_dir: str | Path,
+    *,
+    kind: str,
+    seed: int = 0,
+    device: str = "cpu",
+    conditional: bool = False,
+    resume: bool = False,
+    num_classes: int = 0,
+    callback: Callable[[int], None] | None = None,
+) -> dict:
+    """Train G and D on uint8 NHWC ``images``; the trained weights stay in G, D (and the returned EMA).
+
+    ``conditional``: G and D take labels; D's auxiliary logits (when it returns some) are trained with
+    cross-entropy as in AC-GAN. Only parameters with ``requires_grad`` are optimised, so frozen
+    layers stay exactly as they were.
+    """
+    run_dir = Path(run_dir)
+    dev = torch.device(device)
+    ckpt_path = run_dir / "checkpoints" / "latest.pt"
+    if ckpt_path.exists() and not resume:
+        raise UserError(f"{run_dir}: holds a run already; resume it (--resume) or choose another folder")
+    if resume and not ckpt_path.exists():
+        raise UserError(f"{run_dir}: no checkpoint to resume from ({ckpt_path} is missing)")
+    if conditional and labels is None:
+        raise ValueError("conditional training needs labels")
+    n = len(images)
+    if n < 2:
+        raise UserError(f"GAN training needs at least 2 images, got {n}")
+    batch = min(cfg.batch_size, n)
+
+    G.to(dev).to(memory_format=torch.channels_last)
+    D.to(dev).to(memory_format=torch.channels_last)
+    opt_g = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], lr=cfg.lr_g, betas=cfg.betas_g)
+    opt_d = torch.optim.Adam([p for p in D.parameters() if p.requires_grad], lr=cfg.lr_d, betas=cfg.betas_d)
+    ema = EMA(G, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
+
+    torch.manual_seed(seed)  # dropout and anything else drawing from the global generator
+    np_rng = np.random.default_rng(seed)
+    gen_z = torch.Generator().manual_seed(seed + 1)
+    gen_aug = torch.Generator().manual_seed(seed + 2)
+    fixed_z = torch.randn(64, G.latent_dim, generator=torch.Generator().manual_seed(seed + 3))
+    generators = {"z": gen_z, "aug": gen_aug}
+    history: list[dict] = []
+    start = 0
+    if resume:
+        state = load_checkpoint(ckpt_path, kind=kind)
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        restore_rng_state(state["rng"], np_rng=np_rng, generators=generators)
+        history = json.loads(state["history"])
+        start = int(state["step"])
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(
+            {"kind": kind, "seed": seed, "device": device, "images": n, "config": dataclasses.asdict(cfg)}, indent=2))
+
+    by_class = None
+    if cfg.balanced_classes and labels is not None:
+        members = [np.flatnonzero(labels.numpy() == c) for c in range(num_classes)]
+        by_class = [m for m in members if len(m)]
+    images = images.to(dev) if dev.type == "cuda" else images
+    amp = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    def draw_real():
+        if by_class is not None:
+            classes = np_rng.integers(0, len(by_class), batch)
+            idx = np.array([by_class[c][np_rng.integers(0, len(by_class[c]))] for c in classes])
+        else:
+            idx = np_rng.choice(n, size=batch, replace=False)
+        x = to_input(images[torch.from_numpy(idx).to(images.device)], dev)
+        y = labels[torch.from_numpy(idx)].to(dev) if labels is not None else None
+        return x, y
+
+    def augment(x):
+        return diff_augment(x, cfg.diffaugment, generator=gen_aug) if cfg.diffaugment else x
+
+    def generate(z, y):
+        return G(z, y) if conditional else G(z)
+
+    def discriminate(x, y):
+        logit, aux = D(x, y) if conditional else D(x)
+        return logit.float(), (aux.float() if aux is not None else None)
+
+    def sample_grid(step: int) -> None:
+        net = ema.module if ema is not None else G
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            if conditional:
+                rows = min(num_classes, 8)
+                out = net(fixed_z[: rows * 8].to(dev), torch.arange(rows).repeat_interleave(8).to(dev))
+            else:
+                out = net(fixed_z.to(dev))
+        net.train(was_training)
+        save_grid(to_uint8(out), run_dir / "samples" / f"step_{step:07d}.png", columns=8)
+
+    def checkpoint(step: int) -> None:
+        state = {"step": step, "G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(),
+                 "opt_d": opt_d.state_dict(), "rng": rng_state(np_rng=np_rng, generators=generators),
+                 "history": json.dumps(history), "config": json.dumps(dataclasses.asdict(cfg))}
+        if ema is not None:
+            state["ema"] = ema.state_dict()
+        save_checkpoint(ckpt_path, state, kind=kind)
+        with open(run_dir / "losses.csv", "w", newline="") as f:
+            if history:
+                writer = csv.DictWriter(f, fieldnames=list(history[0]))
+                writer.writeheader()
+                writer.writerows(history)
+
+    G.train()
+    D.train()
+    sums = {"loss_d": 0.0, "loss_g": 0.0, "loss_aux": 0.0}
+    count, t0, seen = 0, time.perf_counter(), 0
+    with _StopFlag() as stop, track(f"training {kind}", cfg.steps) as bar:
+        bar(start)
+        step = start
+        while step < cfg.steps:
+            # -- discriminator: n_critic updates on real and (detached) fake batches ---------------
+            for _ in range(cfg.n_critic):
+                real, y_real = draw_real()
+                z = torch.randn(batch, G.latent_dim, generator=gen_z).to(dev)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                    with torch.no_grad():
+                        fake = generate(z, y_real).float()
+                    real_in, fake_in = augment(real), augment(fake)
+                    logit_real, aux_real = discriminate(real_in, y_real)
+                    logit_fake, aux_fake = discriminate(fake_in, y_real)
+                    loss = d_loss(cfg.loss, logit_real, logit_fake)
+                    aux_loss = torch.zeros((), device=dev)
+                    if aux_real is not None:  # AC-GAN: D classifies real and fake images
+                        aux_loss = F.cross_entropy(aux_real, y_real) + F.cross_entropy(aux_fake, y_real)
+                        loss = loss + cfg.aux_weight * aux_loss
+                if cfg.loss == "wgan-gp":
+                    y_gp = y_real
+                    loss = loss + cfg.gp_weight * gradient_penalty(
+                        lambda x: discriminate(x, y_gp)[0], real_in, fake_in, generator=gen_aug)
+                opt_d.zero_grad(set_to_none=True)
+                loss.backward()
+                opt_d.step()
+                seen += batch
+            loss_d = loss.detach()
+            # -- generator ----------------------------------------------------------------------
+            z = torch.randn(batch, G.latent_dim, generator=gen_z).to(dev)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                logit, aux = discriminate(augment(generate(z, y_real).float()), y_real)
+                loss_g = g_loss(cfg.loss, logit)
+                if aux is not None:
+                    loss_g = loss_g + cfg.aux_weight * F.cross_entropy(aux, y_real)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            if ema is not None:
+                ema.update(G)
+            step += 1
+            bar(1)
+
+            sums["loss_d"] += float(loss_d)
+            sums["loss_g"] += float(loss_g.detach())
+            sums["loss_aux"] += float(aux_loss.detach())
+            count += 1
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                rate = seen / max(time.perf_counter() - t0, 1e-9)
+                history.append({"step": step, **{k: v / count for k, v in sums.items()}, "images_per_s": rate})
+                bar.note(f"D {sums['loss_d'] / count:.3f}  G {sums['loss_g'] / count:.3f}  {rate:.0f} img/s")
+                sums = dict.fromkeys(sums, 0.0)
+                count, t0, seen = 0, time.perf_counter(), 0
+            if step % cfg.sample_every == 0 or step == cfg.steps:
+                sample_grid(step)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                checkpoint(step)
+            if callback is not None:
+                callback(step)
+            if stop.requested:
+                if step % cfg.checkpoint_every and step != cfg.steps:
+                    checkpoint(step)
+                raise KeyboardInterrupt(f"stopped at step {step}; continue with --resume")
+    plot_losses(history, run_dir / "losses.png")
+    return {"steps": step, "history": history, "ema": ema}

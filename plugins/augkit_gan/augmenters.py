@@ -1,0 +1,317 @@
+"""The GAN augmenters: vanilla (the thesis's DCGAN), acgan (the thesis's AC-GAN) and cgan (the fix).
+
+Each builds its networks, hands them to augkit's one GAN training loop, and keeps the trained
+generator (its EMA copy where there is one) to make images. ``save``/``load`` keep the weights, so a
+trained generator is reused rather than retrained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from augkit.augment import Augmenter, Context, Samples
+from augkit.data.reader import ImageDataset
+from augkit.errors import DataError, UserError
+from augkit.train.checkpoint import load_checkpoint, save_checkpoint
+from augkit.train.gan import GANConfig, to_uint8, train_gan
+from augkit_gan.networks import (
+    Discriminator,
+    Generator,
+    LabelledDiscriminator,
+    LabelledGenerator,
+    freeze_for_thesis_acgan,
+)
+
+#: Named settings. "thesis" reproduces sections 4.3-4.5; "cpu" trains something useful at 32-64 px in
+#: minutes on a laptop-class CPU: narrower networks, resize-convolution (no checkerboard), hinge loss
+#: with spectral norm, DiffAugment and an EMA generator.
+PRESETS: dict[str, dict] = {
+    "thesis": {"g_channels": 1024, "d_channels": 64, "upsample": "transpose", "loss": "bce", "dropout": 0.3,
+               "spectral_norm": False, "diffaugment": "", "ema_decay": 0.0, "batch_size": 20, "lr_g": 1e-5,
+               "lr_d": 1e-5, "betas": (0.5, 0.999), "epochs": 75.0},
+    "cpu": {"g_channels": 256, "d_channels": 32, "upsample": "resize", "loss": "hinge", "dropout": 0.0,
+            "spectral_norm": True, "diffaugment": "color,translation", "ema_decay": 0.999, "batch_size": 64,
+            "lr_g": 2e-4, "lr_d": 2e-4, "betas": (0.0, 0.99), "epochs": 30.0},
+}
+
+
+@dataclass(frozen=True)
+class GANParams:
+    """Every field left unset (None) comes from the preset."""
+
+    preset: Literal["cpu", "thesis"] = field(default="cpu", metadata={"help": "named settings, see PRESETS"})
+    epochs: float | None = field(default=None, metadata={"min": 0, "help": "passes over the training images"})
+    steps: int | None = field(default=None, metadata={"min": 1, "help": "generator updates (overrides epochs)"})
+    batch_size: int | None = field(default=None, metadata={"min": 2})
+    lr_g: float | None = field(default=None, metadata={"min": 0})
+    lr_d: float | None = field(default=None, metadata={"min": 0})
+    betas: tuple[float, float] | None = None
+    loss: Literal["bce", "hinge", "wgan-gp"] | None = None
+    g_channels: int | None = field(default=None, metadata={"min": 8, "help": "G width at 4x4 (thesis 1024)"})
+    d_channels: int | None = field(default=None, metadata={"min": 8, "help": "D width of the first conv (thesis 64)"})
+    upsample: Literal["transpose", "resize"] | None = None
+    dropout: float | None = field(default=None, metadata={"min": 0, "max": 0.9})
+    spectral_norm: bool | None = None
+    diffaugment: str | None = None
+    ema_decay: float | None = field(default=None, metadata={"min": 0, "max": 1})
+    latent_dim: int = field(default=100, metadata={"min": 2})
+    checkpoint_every: int = field(default=500, metadata={"min": 1})
+    sample_every: int = field(default=500, metadata={"min": 1})
+
+    def resolved(self) -> dict:
+        """The preset with every explicitly set field laid over it."""
+        out = dict(PRESETS[self.preset])
+        out.update({k: v for k, v in dataclasses.asdict(self).items() if v is not None})
+        return out
+
+
+def _train_tensors(train: ImageDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    if len(train) < 2:
+        raise UserError(f"GAN training needs at least 2 training images, got {len(train)}")
+    h, w = train.image_size
+    if h != w:
+        raise DataError(f"GANs need square images, got {h}x{w}")
+    return torch.from_numpy(train.read(np.arange(len(train)))), torch.from_numpy(train.labels)
+
+
+def _gan_config(p: dict, n_images: int, **extra) -> GANConfig:
+    batch = min(int(p["batch_size"]), n_images)
+    steps = p.get("steps") or max(1, math.ceil(float(p["epochs"]) * n_images / batch))
+    return GANConfig(steps=int(steps), batch_size=batch, loss=p["loss"], lr_g=p["lr_g"], lr_d=p["lr_d"],
+                     betas_g=tuple(p["betas"]), betas_d=tuple(p["betas"]), diffaugment=p["diffaugment"],
+                     ema_decay=p["ema_decay"], checkpoint_every=p["checkpoint_every"],
+                     sample_every=p["sample_every"], **extra)
+
+
+def _run_dir(ctx: Context, name: str) -> Path:
+    if ctx.workdir is not None:
+        return Path(ctx.workdir) / name
+    return Path(tempfile.mkdtemp(prefix=f"augkit-{name}-"))
+
+
+class _GANAugmenter(Augmenter):
+    """Shared save/load/generate for augmenters whose state is a generator (and its discriminator)."""
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.G: torch.nn.Module | None = None
+        self.D: torch.nn.Module | None = None
+        self.arch: dict = {}
+
+    @staticmethod
+    def build(arch: dict) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """The networks an architecture record describes, so that load() can rebuild them."""
+        raise NotImplementedError
+
+    def _sample(self, n: int, ctx: Context, labels: torch.Tensor | None) -> np.ndarray:
+        if self.G is None:
+            raise UserError(f"augmenter '{self.name}': call fit() (or load a trained one) before generating")
+        dev = torch.device(ctx.device)
+        self.G.to(dev).eval()
+        gen = ctx.torch_generator()
+        out = []
+        with torch.no_grad():
+            for start in range(0, n, 256):
+                k = min(256, n - start)
+                z = torch.randn(k, self.G.latent_dim, generator=gen).to(dev)
+                x = self.G(z) if labels is None else self.G(z, labels[start:start + k].to(dev))
+                out.append(to_uint8(x))
+        return np.concatenate(out) if out else np.zeros((0, self.G.size, self.G.size, 3), np.uint8)
+
+    def save(self, path):
+        path = super().save(path)
+        if self.G is None:
+            raise UserError(f"augmenter '{self.name}': nothing to save before fit()")
+        save_checkpoint(path / "weights.pt", {"G": self.G.state_dict(), "D": self.D.state_dict(),
+                                              "arch": json.dumps(self.arch)}, kind=self.name)
+        return path
+
+    @classmethod
+    def load(cls, path):
+        aug = super().load(path)
+        state = load_checkpoint(Path(path) / "weights.pt", kind=cls.name)
+        aug.arch = json.loads(state["arch"])
+        aug.G, aug.D = aug.build(aug.arch)
+        try:
+            aug.G.load_state_dict(state["G"])
+            aug.D.load_state_dict(state["D"])
+        except RuntimeError as exc:
+            raise DataError(f"{path}: weights do not fit the saved architecture ({exc})") from None
+        return aug
+
+
+class VanillaGAN(_GANAugmenter):
+    """The thesis's unconditional DCGAN (sections 4.3-4.4): the pretrained base of acgan and of the
+    latent augmenters. It cannot choose a class."""
+
+    name = "vanilla"
+    Params = GANParams
+    conditional = False
+    summary = "unconditional DCGAN of the thesis (base of acgan); cannot make images of a chosen class"
+
+    @staticmethod
+    def build(arch):
+        G = Generator(arch["size"], arch["latent_dim"], arch["g_channels"], arch["upsample"])
+        D = Discriminator(arch["size"], arch["d_channels"], arch["dropout"], arch["spectral_norm"])
+        return G, D
+
+    def fit(self, train: ImageDataset, ctx: Context) -> None:
+        images, _ = _train_tensors(train)
+        p = self.params.resolved()
+        self.arch = {k: p[k] for k in ("g_channels", "d_channels", "upsample", "dropout", "spectral_norm",
+                                       "latent_dim")} | {"size": train.image_size[0]}
+        torch.manual_seed(ctx.seed)
+        self.G, self.D = self.build(self.arch)
+        result = train_gan(self.G, self.D, images, None, _gan_config(p, len(images)), _run_dir(ctx, self.name),
+                           kind=self.name, seed=ctx.seed, device=ctx.device, resume=ctx.resume)
+        if result["ema"] is not None:
+            self.G = result["ema"].module
+
+    def generate(self, label: int, n: int, ctx: Context):
+        raise UserError("augmenter 'vanilla' cannot choose a class; use acgan or cgan to make images of a class")
+
+    def sample(self, n: int, ctx: Context) -> np.ndarray:
+        """``n`` unconditional images (n, H, W, 3) uint8."""
+        return self._sample(n, ctx, None)
+
+
+@dataclass(frozen=True)
+class ACGANParams(GANParams):
+    base: str | None = field(default=None, metadata={"help": "folder of a saved vanilla GAN; unset: train one first"})
+    mode: Literal["thesis", "full"] = field(
+        default="thesis", metadata={"help": "thesis: frozen pretrained G/D + trainable FC heads; full: end to end"})
+    base_steps: int | None = field(default=None, metadata={
+        "min": 1, "help": "updates of the vanilla base when it is trained first (unset: the preset's epochs)"})
+    hidden: int = field(default=100, metadata={"min": 1, "help": "units of each FC layer of the heads (thesis 100)"})
+    aux_weight: float = field(default=1.0, metadata={"min": 0})
+
+    def resolved(self) -> dict:
+        """Thesis section 4.5 trains the heads with lr 2e-4, batch 32, for one epoch."""
+        out = dict(PRESETS[self.preset])
+        out.update({"lr_g": 2e-4, "lr_d": 2e-4, "batch_size": 32, "epochs": 1.0} if self.preset == "thesis"
+                   else {"epochs": 5.0})
+        out.update({k: v for k, v in dataclasses.asdict(self).items() if v is not None})
+        return out
+
+
+class ACGAN(_GANAugmenter):
+    """The thesis's AC-GAN (section 4.5): class-conditional images from a pretrained vanilla GAN."""
+
+    name = "acgan"
+    Params = ACGANParams
+    summary = "AC-GAN of the thesis: frozen pretrained DCGAN plus trainable FC heads (or mode = full)"
+
+    @staticmethod
+    def build(arch):
+        k = arch["num_classes"]
+        if arch["mode"] == "full":
+            G = Generator(arch["size"], arch["latent_dim"], arch["g_channels"], arch["upsample"], num_classes=k)
+            D = Discriminator(arch["size"], arch["d_channels"], arch["dropout"], arch["spectral_norm"],
+                              num_classes=k, head="aux")
+            return G, D
+        base_g, base_d = VanillaGAN.build(arch["base"])
+        G = LabelledGenerator(base_g, k, arch["hidden"])
+        D = LabelledDiscriminator(base_d, k, arch["hidden"])
+        freeze_for_thesis_acgan(G, D)
+        return G, D
+
+    def fit(self, train: ImageDataset, ctx: Context) -> None:
+        images, labels = _train_tensors(train)
+        p = self.params.resolved()
+        k = train.num_classes
+        torch.manual_seed(ctx.seed)
+        if self.params.mode == "full":
+            self.arch = {key: p[key] for key in ("g_channels", "d_channels", "upsample", "dropout", "spectral_norm",
+                                                 "latent_dim", "hidden")}
+            self.arch |= {"size": train.image_size[0], "num_classes": k, "mode": "full"}
+            self.G, self.D = self.build(self.arch)
+        else:
+            base = self._base(train, ctx)
+            if base.arch["size"] != train.image_size[0]:
+                raise DataError(f"acgan: the vanilla base makes {base.arch['size']}px images, the data is "
+                                f"{train.image_size[0]}px")
+            self.arch = {"base": base.arch, "num_classes": k, "mode": "thesis", "hidden": p["hidden"],
+                         "size": base.arch["size"], "latent_dim": base.arch["latent_dim"]}
+            self.G = LabelledGenerator(base.G, k, p["hidden"])
+            self.D = LabelledDiscriminator(base.D, k, p["hidden"])
+            freeze_for_thesis_acgan(self.G, self.D)
+        cfg = _gan_config(p, len(images), aux_weight=p["aux_weight"])
+        result = train_gan(self.G, self.D, images, labels, cfg, _run_dir(ctx, self.name), kind=self.name,
+                           seed=ctx.seed, device=ctx.device, conditional=True, resume=ctx.resume, num_classes=k)
+        if result["ema"] is not None:
+            self.G = result["ema"].module
+
+    def _base(self, train: ImageDataset, ctx: Context) -> VanillaGAN:
+        if self.params.base is not None:
+            return VanillaGAN.load(self.params.base)
+        # the base shares acgan's architecture and loss settings; its schedule is the preset's own
+        shared = ("g_channels", "d_channels", "upsample", "dropout", "spectral_norm", "latent_dim", "loss",
+                  "diffaugment", "ema_decay", "betas", "checkpoint_every", "sample_every")
+        params = {k: getattr(self.params, k) for k in shared if getattr(self.params, k) is not None}
+        if self.params.base_steps is not None:
+            params["steps"] = self.params.base_steps
+        vanilla = VanillaGAN({"preset": self.params.preset, **params})
+        vanilla.fit(train, ctx.child(0))
+        return vanilla
+
+    def generate(self, label: int, n: int, ctx: Context) -> Samples:
+        return Samples(self._sample(n, ctx, torch.full((n,), int(label), dtype=torch.long)))
+
+
+@dataclass(frozen=True)
+class CGANParams(GANParams):
+    balanced_classes: bool = field(default=True, metadata={"help": "class-balanced real batches (rare classes)"})
+
+
+class CGAN(_GANAugmenter):
+    """Beyond the thesis: a class-conditional GAN built not to collapse on small, imbalanced classes.
+
+    Conditional BatchNorm in G, a projection discriminator with spectral norm, hinge loss, EMA
+    generator, DiffAugment, and class-balanced real batches.
+    """
+
+    name = "cgan"
+    Params = CGANParams
+    summary = "class-conditional GAN (projection D, spectral norm, hinge, EMA, DiffAugment, balanced batches)"
+
+    def __init__(self, params=None):
+        params = dict(params or {})
+        defaults = {"loss": "hinge", "spectral_norm": True, "upsample": "resize", "ema_decay": 0.999,
+                    "diffaugment": "color,translation,cutout", "dropout": 0.0}
+        for key, value in defaults.items():
+            params.setdefault(key, value)
+        super().__init__(params)
+
+    @staticmethod
+    def build(arch):
+        k = arch["num_classes"]
+        G = Generator(arch["size"], arch["latent_dim"], arch["g_channels"], arch["upsample"], num_classes=k)
+        D = Discriminator(arch["size"], arch["d_channels"], arch["dropout"], arch["spectral_norm"], num_classes=k,
+                          head="projection")
+        return G, D
+
+    def fit(self, train: ImageDataset, ctx: Context) -> None:
+        images, labels = _train_tensors(train)
+        p = self.params.resolved()
+        k = train.num_classes
+        self.arch = {key: p[key] for key in ("g_channels", "d_channels", "upsample", "dropout", "spectral_norm",
+                                             "latent_dim")} | {"size": train.image_size[0], "num_classes": k}
+        torch.manual_seed(ctx.seed)
+        self.G, self.D = self.build(self.arch)
+        cfg = _gan_config(p, len(images), balanced_classes=p["balanced_classes"])
+        result = train_gan(self.G, self.D, images, labels, cfg, _run_dir(ctx, self.name), kind=self.name,
+                           seed=ctx.seed, device=ctx.device, conditional=True, resume=ctx.resume, num_classes=k)
+        if result["ema"] is not None:
+            self.G = result["ema"].module
+
+    def generate(self, label: int, n: int, ctx: Context) -> Samples:
+        return Samples(self._sample(n, ctx, torch.full((n,), int(label), dtype=torch.long)))

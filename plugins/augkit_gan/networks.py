@@ -1,0 +1,202 @@
+"""GAN networks: the thesis's DCGAN generator and discriminator, and the heads that condition them.
+
+Depth follows the image size (4x4 -> size by stride-2 steps), so one definition serves 32-256 px.
+Discriminators return raw logits (the sigmoid lives in the loss), plus class logits when they carry an
+auxiliary classifier, and can add a projection term for class-conditional training.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as _sn
+
+SIZES = (16, 32, 64, 128, 256)
+
+
+def steps_for(size: int) -> int:
+    """Stride-2 steps between 4x4 and ``size``."""
+    if size not in SIZES:
+        raise ValueError(f"image size must be one of {SIZES}, got {size}")
+    return int(math.log2(size)) - 2
+
+
+class ConditionalBatchNorm(nn.Module):
+    """BatchNorm whose scale and shift are chosen by the class label (de Vries et al. 2017)."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Embedding(num_classes, channels)
+        self.bias = nn.Embedding(num_classes, channels)
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.bn(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+
+
+class UpBlock(nn.Module):
+    """x2 upsampling by a 5x5 transposed convolution (the thesis) or by resize + 5x5 convolution, which
+    has no uneven kernel overlap and so no checkerboard texture."""
+
+    def __init__(self, cin: int, cout: int, upsample: str, num_classes: int = 0, last: bool = False):
+        super().__init__()
+        if upsample == "transpose":
+            self.conv = nn.ConvTranspose2d(cin, cout, 5, stride=2, padding=2, output_padding=1, bias=last)
+        elif upsample == "resize":
+            self.conv = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                      nn.Conv2d(cin, cout, 5, padding=2, bias=last))
+        else:
+            raise ValueError(f"upsample must be 'transpose' or 'resize', got {upsample!r}")
+        self.last = last
+        if not last:
+            self.norm = ConditionalBatchNorm(cout, num_classes) if num_classes else nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.conv(x)
+        if self.last:
+            return torch.tanh(x)
+        x = self.norm(x, y) if isinstance(self.norm, ConditionalBatchNorm) else self.norm(x)
+        return F.leaky_relu(x, 0.2)
+
+
+class Generator(nn.Module):
+    """DCGAN generator: dense -> (C, 4, 4) -> stride-2 5x5 blocks with BN + leaky ReLU -> tanh RGB.
+
+    ``channels`` is the width at 4x4 (the thesis: 1024), halved at every step. ``num_classes`` > 0 makes
+    it class-conditional through conditional BatchNorm (cgan); 0 keeps the thesis's unconditional G.
+    """
+
+    def __init__(self, size: int = 64, latent_dim: int = 100, channels: int = 1024, upsample: str = "transpose",
+                 num_classes: int = 0, min_channels: int = 16):
+        super().__init__()
+        n = steps_for(size)
+        widths = [max(channels >> i, min_channels) for i in range(n)] + [3]
+        self.size, self.latent_dim, self.num_classes = size, latent_dim, num_classes
+        self.dense = nn.Linear(latent_dim, widths[0] * 16, bias=False)
+        self.norm0 = ConditionalBatchNorm(widths[0], num_classes) if num_classes else nn.BatchNorm2d(widths[0])
+        self.blocks = nn.ModuleList(UpBlock(widths[i], widths[i + 1], upsample, num_classes, last=(i == n - 1))
+                                    for i in range(n))
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes and y is None:
+            raise ValueError("this generator is class-conditional: pass labels")
+        x = self.dense(z).view(z.shape[0], -1, 4, 4)
+        x = self.norm0(x, y) if isinstance(self.norm0, ConditionalBatchNorm) else self.norm0(x)
+        x = F.leaky_relu(x, 0.2)
+        for block in self.blocks:
+            x = block(x, y)
+        return x
+
+
+class Discriminator(nn.Module):
+    """DCGAN discriminator: stride-2 5x5 convolutions with leaky ReLU and dropout down to 4x4.
+
+    ``head``: "none" (realness only), "aux" (plus a linear class classifier: AC-GAN, full mode) or
+    "projection" (class-conditional realness, Miyato & Koyama 2018: cgan).
+    """
+
+    def __init__(self, size: int = 64, channels: int = 64, dropout: float = 0.3, spectral_norm: bool = False,
+                 num_classes: int = 0, head: str = "none", max_channels: int = 1024):
+        super().__init__()
+        if head not in ("none", "aux", "projection"):
+            raise ValueError(f"head must be none, aux or projection, got {head!r}")
+        if head != "none" and num_classes < 2:
+            raise ValueError(f"a '{head}' head needs num_classes >= 2")
+        n = steps_for(size)
+        sn = _sn if spectral_norm else (lambda m: m)
+        widths = [3] + [min(channels << i, max_channels) for i in range(n)]
+        layers: list[nn.Module] = []
+        for i in range(n):
+            layers += [sn(nn.Conv2d(widths[i], widths[i + 1], 5, stride=2, padding=2)), nn.LeakyReLU(0.2)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+        self.convs = nn.Sequential(*layers)
+        self.feature_dim = widths[-1] * 16
+        self.realness = sn(nn.Linear(self.feature_dim, 1))
+        self.head = head
+        self.aux = nn.Linear(self.feature_dim, num_classes) if head == "aux" else None
+        self.embed = sn(nn.Embedding(num_classes, self.feature_dim)) if head == "projection" else None
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Flattened features of the last convolution: input of every head (and of the acgan MLP)."""
+        return self.convs(x).flatten(1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        h = self.features(x)
+        logit = self.realness(h).squeeze(1)
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("a projection discriminator needs labels")
+            logit = logit + (self.embed(y) * h).sum(1)
+        return logit, (self.aux(h) if self.aux is not None else None)
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """Fully connected layers with ReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class LabelledGenerator(nn.Module):
+    """The thesis's AC-GAN generator (section 4.5): three trainable 100-unit FC layers map (z, one-hot
+    label) to the input of a frozen, pretrained unconditional generator."""
+
+    def __init__(self, base: Generator, num_classes: int, hidden: int = 100):
+        super().__init__()
+        self.base, self.num_classes, self.latent_dim = base, num_classes, base.latent_dim
+        self.size = base.size
+        self.head = mlp([base.latent_dim + num_classes, hidden, hidden, base.latent_dim])
+        self.frozen = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:  # frozen BatchNorm keeps its pretrained statistics
+            self.base.eval()
+        return self
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        onehot = F.one_hot(y, self.num_classes).to(z.dtype)
+        return self.base(self.head(torch.cat([z, onehot], 1)))
+
+
+class LabelledDiscriminator(nn.Module):
+    """The thesis's AC-GAN discriminator: a frozen pretrained D whose realness layer keeps training, and
+    three trainable 100-unit FC layers from its last convolutional features to a softmax classifier."""
+
+    def __init__(self, base: Discriminator, num_classes: int, hidden: int = 100):
+        super().__init__()
+        self.base = base
+        self.classifier = mlp([base.feature_dim, hidden, hidden, num_classes])
+        self.frozen = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:  # frozen features are deterministic: no dropout in the pretrained convolutions
+            self.base.eval()
+        return self
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        h = self.base.features(x)
+        return self.base.realness(h).squeeze(1), self.classifier(h)
+
+
+def freeze_for_thesis_acgan(g: LabelledGenerator, d: LabelledDiscriminator) -> None:
+    """Freeze everything pretrained except D's realness layer (thesis 4.5)."""
+    g.frozen = d.frozen = True
+    for p in g.base.parameters():
+        p.requires_grad_(False)
+    for p in d.base.parameters():
+        p.requires_grad_(False)
+    for p in d.base.realness.parameters():
+        p.requires_grad_(True)
+    g.train(g.training)
+    d.train(d.training)

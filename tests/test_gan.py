@@ -1,0 +1,155 @@
+"""GAN augmenters at tiny sizes: every GAN and loss trains and generates; resume is exact; acgan's
+frozen layers stay frozen; checkpoints are safe."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from augkit.augment import Context
+from augkit.data import H5Dataset, import_source
+from augkit.errors import DataError, UserError
+from augkit.generate import augment_to_file
+from augkit.registry import get_augmenter
+from augkit.train.gan import GANConfig, train_gan
+from augkit_gan.networks import Discriminator, Generator
+
+TINY = {"g_channels": 32, "d_channels": 8, "batch_size": 8, "steps": 3, "sample_every": 2, "checkpoint_every": 2}
+
+
+@pytest.fixture(scope="module")
+def demo16(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gan") / "demo16.h5"
+    import_source("demo", path, size=16, n=96, seed=0)
+    return H5Dataset(path)
+
+
+def _ctx(tmp_path, seed=0, **kw):
+    return Context(seed=seed, device="cpu", workdir=tmp_path, **kw)
+
+
+@pytest.mark.parametrize("name, params", [
+    ("vanilla", {"loss": "bce", "preset": "thesis", "steps": 2}),
+    ("vanilla", {"loss": "hinge", "upsample": "resize", "diffaugment": "color,translation,cutout"}),
+    ("vanilla", {"loss": "wgan-gp", "ema_decay": 0.9}),
+    ("acgan", {"mode": "thesis", "base_steps": 2}),
+    ("acgan", {"mode": "full", "loss": "wgan-gp"}),
+    ("cgan", {}),
+])
+def test_every_gan_and_loss_trains_and_generates(demo16, tmp_path, name, params):
+    aug = get_augmenter(name, {**TINY, **params})
+    aug.fit(demo16, _ctx(tmp_path))
+    run = tmp_path / name
+    assert (run / "config.json").is_file() and (run / "checkpoints" / "latest.pt").is_file()
+    assert (run / "losses.csv").read_text().startswith("step,") and (run / "losses.png").is_file()
+    assert sorted(p.name for p in (run / "samples").iterdir())[-1] == f"step_{aug.params.steps:07d}.png"
+    if name == "vanilla":
+        images = aug.sample(5, Context(seed=1, device="cpu"))
+    else:
+        images = aug.generate(2, 5, Context(seed=1, device="cpu")).images
+        again = aug.generate(2, 5, Context(seed=1, device="cpu")).images
+        np.testing.assert_array_equal(images, again)
+        assert not np.array_equal(images, aug.generate(2, 5, Context(seed=2, device="cpu")).images)
+    assert images.shape == (5, 16, 16, 3) and images.dtype == np.uint8
+
+
+def _weights(*modules):
+    return [t.detach().clone() for m in modules for t in m.state_dict().values()]
+
+
+def _train(run_dir, steps, callback=None, resume=False):
+    torch.manual_seed(0)
+    G, D = Generator(16, 8, 32, "resize"), Discriminator(16, 8, dropout=0.2)
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (40, 16, 16, 3), dtype=np.uint8))
+    cfg = GANConfig(steps=steps, batch_size=8, checkpoint_every=2, sample_every=100, log_every=1, ema_decay=0.9,
+                    diffaugment="color,translation")
+    out = train_gan(G, D, images, None, cfg, run_dir, kind="vanilla", seed=3, resume=resume, callback=callback)
+    return G, D, out
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    G_ref, D_ref, ref = _train(tmp_path / "straight", 6)
+
+    def killed(step):
+        if step == 5:  # after the step-4 checkpoint: work of step 5 is lost, as with a kill
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "interrupted", 6, callback=killed)
+    G, D, out = _train(tmp_path / "interrupted", 6, resume=True)
+    for a, b in zip(_weights(G, D, out["ema"].module), _weights(G_ref, D_ref, ref["ema"].module)):
+        assert torch.equal(a, b)
+    losses = [[(h["step"], h["loss_d"], h["loss_g"]) for h in run["history"]] for run in (out, ref)]
+    assert losses[0] == losses[1] and len(losses[0]) == 6
+
+
+def test_ctrl_c_saves_a_checkpoint_at_the_current_step(tmp_path):
+    def press_ctrl_c(step):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt, match="stopped at step 3"):
+        _train(tmp_path, 6, callback=press_ctrl_c)
+    from augkit.train.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt", kind="vanilla")["step"] == 3
+    G, D, out = _train(tmp_path, 6, resume=True)
+    assert out["steps"] == 6
+
+
+def test_a_finished_run_folder_is_not_overwritten(tmp_path):
+    _train(tmp_path, 2)
+    with pytest.raises(UserError, match="holds a run already"):
+        _train(tmp_path, 2)
+
+
+def test_thesis_acgan_trains_only_its_heads_and_the_realness_layer(demo16, tmp_path):
+    vanilla = get_augmenter("vanilla", TINY)
+    vanilla.fit(demo16, _ctx(tmp_path / "v"))
+    vanilla.save(tmp_path / "vanilla")
+    acgan = get_augmenter("acgan", {**TINY, "base": str(tmp_path / "vanilla"), "steps": 4})
+    acgan.fit(demo16, _ctx(tmp_path / "a"))
+    frozen_g = vanilla.G.state_dict()
+    for key, value in acgan.G.base.state_dict().items():  # weights and BatchNorm statistics alike
+        assert torch.equal(value, frozen_g[key]), key
+    base_d = type(vanilla).load(tmp_path / "vanilla").D
+    for key, value in acgan.D.base.convs.state_dict().items():
+        assert torch.equal(value, base_d.convs.state_dict()[key]), key
+    assert not torch.equal(acgan.D.base.realness.weight, base_d.realness.weight)
+    trainable = {n for n, p in list(acgan.G.named_parameters()) + list(acgan.D.named_parameters()) if p.requires_grad}
+    assert trainable and all(n.startswith(("head.", "classifier.", "base.realness.")) for n in trainable)
+
+
+def test_vanilla_cannot_make_images_of_a_class(demo16, tmp_path):
+    with pytest.raises(UserError, match="cannot choose a class.*acgan or cgan"):
+        augment_to_file(get_augmenter("vanilla", TINY), demo16, tmp_path / "o.h5", 0.5, _ctx(tmp_path))
+    with pytest.raises(UserError, match="use acgan or cgan"):
+        get_augmenter("vanilla").generate(0, 1, _ctx(tmp_path))
+
+
+def test_corrupt_and_foreign_checkpoints_are_clear_errors(demo16, tmp_path):
+    cgan = get_augmenter("cgan", TINY)
+    cgan.fit(demo16, _ctx(tmp_path / "c"))
+    cgan.save(tmp_path / "saved")
+    from augkit_gan.augmenters import ACGAN, CGAN
+
+    (tmp_path / "saved" / "augmenter.json").write_text('{"augmenter": "acgan", "params": {}}')
+    with pytest.raises(DataError, match="foreign checkpoint"):
+        ACGAN.load(tmp_path / "saved")
+    cgan.save(tmp_path / "broken")
+    weights = tmp_path / "broken" / "weights.pt"
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(DataError, match="weights.pt"):
+        CGAN.load(tmp_path / "broken")
+
+
+def test_a_trained_gan_writes_a_shard_through_the_driver(demo16, tmp_path):
+    cgan = get_augmenter("cgan", TINY)
+    augment_to_file(cgan, demo16, tmp_path / "shard.h5", {"per_class": 3}, _ctx(tmp_path))
+    shard = H5Dataset(tmp_path / "shard.h5")
+    assert len(shard) == 3 * len(demo16.class_names) and (shard.parent == -1).all()
+    assert shard.provenance["augment"]["augmenter"] == "cgan"
