@@ -85,6 +85,8 @@ class Augmenter(abc.ABC):
     conditional: ClassVar[bool] = True
     #: one line for `augkit plugins`
     summary: ClassVar[str] = ""
+    #: True when fit() is real training whose result save() keeps (GANs): a loaded one is not refitted
+    trains: ClassVar[bool] = False
 
     def __init__(self, params: Any = None):
         self.params = parse_params(self.Params, params, where=f"augmenter '{self.name}'")

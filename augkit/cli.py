@@ -44,8 +44,9 @@ class AugkitGroup(click.Group):
                 raise
             err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/]: nothing was written at the output path")
+        except KeyboardInterrupt as exc:
+            # training loops say where they stopped and how to continue; writers leave nothing behind
+            err.print(f"[yellow]interrupted[/]: {exc or 'nothing was written at the output path'}", highlight=False)
             ctx.exit(130)
 
 
@@ -244,6 +245,67 @@ def _parse_param(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
+def _augmenter(name: str, params: tuple[str, ...], from_dir: Path | None):
+    """A new augmenter from --param values, or (with --from) a saved one; returns (augmenter, loaded)."""
+    from augkit.registry import get_registry
+
+    cls = get_registry().get(name).cls
+    if from_dir is None:
+        return cls(dict(_parse_param(p) for p in params)), False
+    if params:
+        raise UserError("--param and --from exclude each other: a saved augmenter keeps its parameters")
+    return cls.load(from_dir), True
+
+
+def _training_rows(base, split_path: Path | None):
+    """The rows augmenters may learn from: a split's train part, the source's train folder, or all."""
+    from augkit.data.split import Split
+
+    real = base.real()
+    if split_path is not None:
+        train = Split.load(split_path, fingerprint=base.info.fingerprint).apply(base, "train")
+        return train, f"the training split ({len(train)} images)"
+    if real.split is not None:
+        train = real.where(split="train")
+        return train, f"the {len(train)} images of the source's train folder"
+    return real, f"all {len(real)} real images (no --split given)"
+
+
+def _context(seed: int, device: str | None, workdir: Path | None, resume: bool = False):
+    from augkit.augment import Context, default_device
+
+    return Context(seed=seed, device=device or default_device(), workdir=workdir, resume=resume)
+
+
+@cli.command("train")
+@click.argument("name")
+@click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="Dataset (.h5).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Run folder: config, checkpoints, samples, loss curves, and the trained augmenter.")
+@click.option("--split", "split_path", type=click.Path(path_type=Path), default=None,
+              help="Train only on the training part of this split.")
+@click.option("--param", "params", multiple=True, help="Augmenter parameter key=value (repeatable).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in OUT from its last checkpoint.")
+def train_cmd(name, data_path, out_dir, split_path, params, seed, device, resume):
+    """Train augmenter NAME (a GAN) and save it to OUT/augmenter for `augkit augment NAME --from`."""
+    from augkit.data.reader import H5Dataset
+    from augkit.generate import fit_augmenter
+
+    augmenter, _ = _augmenter(name, params, None)
+    if not augmenter.trains:
+        raise UserError(f"augmenter '{name}' has nothing to train; use `augkit augment {name}` directly")
+    if (out_dir / "augmenter").exists():
+        raise UserError(f"{out_dir}: holds a finished run (augmenter/ exists); choose another folder")
+    base = H5Dataset(data_path)
+    train, where = _training_rows(base, split_path)
+    err.print(f"training '{name}' on {where}", highlight=False)
+    fit_augmenter(augmenter, train, _context(seed, device, out_dir, resume))
+    augmenter.save(out_dir / "augmenter")
+    out.print(f"trained '{name}': run folder {out_dir}, augmenter saved to {out_dir / 'augmenter'}")
+
+
 @cli.command("augment")
 @click.argument("name")
 @click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="Dataset to augment (.h5).")
@@ -256,14 +318,18 @@ def _parse_param(text: str) -> tuple[str, object]:
 @click.option("--param", "params", multiple=True, help="Augmenter parameter key=value (repeatable).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--shard", is_flag=True, help="Write only the synthetic rows, not a copy of the real ones.")
+@click.option("--from", "from_dir", type=click.Path(path_type=Path), default=None,
+              help="Use an augmenter trained with `augkit train` (its OUT/augmenter folder) instead of fitting one.")
+@click.option("--workdir", type=click.Path(path_type=Path), default=None,
+              help="Folder for the augmenter's training run (checkpoints, samples); default: a temporary one.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present).")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def augment_cmd(name, data_path, out_path, amount, per_class, balance_to, split_path, params, seed, shard, force):
+def augment_cmd(name, data_path, out_path, amount, per_class, balance_to, split_path, params, seed, shard, from_dir,
+                workdir, device, force):
     """Add synthetic images made by augmenter NAME to a dataset."""
-    from augkit.augment import Amount, Context
+    from augkit.augment import Amount
     from augkit.data.reader import H5Dataset
-    from augkit.data.split import Split
     from augkit.generate import augment_to_file
-    from augkit.registry import get_registry
 
     _out_path(out_path, force)
     given = [v for v in (amount, per_class, balance_to) if v is not None]
@@ -275,21 +341,14 @@ def augment_cmd(name, data_path, out_path, amount, per_class, balance_to, split_
         except ValueError:
             raise UserError(f"--balance-to: expected 'max' or an integer, got '{balance_to}'") from None
     how = Amount(fraction=amount, per_class=per_class, balance_to=balance_to)
-    augmenter = get_registry().create(name, dict(_parse_param(p) for p in params))
+    augmenter, loaded = _augmenter(name, params, from_dir)
     base = H5Dataset(data_path)
-    real = base.real()
-    if split_path is not None:
-        train = Split.load(split_path, fingerprint=base.info.fingerprint).apply(base, "train")
-        where = f"the training split ({len(train)} images)"
-    elif real.split is not None:
-        train = real.where(split="train")
-        where = f"the {len(train)} images of the source's train folder"
-    else:
-        train = real
-        where = f"all {len(real)} real images (no --split given)"
+    train, where = _training_rows(base, split_path)
     err.print(f"augmenting {where} with '{name}', {how.describe()}", highlight=False)
-    summary = augment_to_file(augmenter, train, out_path, how, Context(seed=seed), base=None if shard else base,
-                              overwrite=force, provenance={"command": " ".join(sys.argv)})
+    ctx = _context(seed, device, workdir)
+    summary = augment_to_file(augmenter, train, out_path, how, ctx, base=None if shard else base,
+                              fit=not (loaded and augmenter.trains), overwrite=force,
+                              provenance={"command": " ".join(sys.argv)})
     per_class = ", ".join(f"{k} {v}" for k, v in summary["per_class"].items())
     out.print(f"wrote {out_path}: {summary['total']} '{summary['origin']}' images ({per_class})", highlight=False)
 

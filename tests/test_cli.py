@@ -121,3 +121,34 @@ def test_sigterm_during_import_leaves_no_output(tmp_path):
     proc.wait(timeout=60)
     assert proc.returncode != 0
     assert not target.exists() and not list(tmp_path.glob(".big.h5.*"))
+
+
+def test_train_then_augment_from_the_saved_gan(tmp_path):
+    data = tmp_path / "d.h5"
+    invoke("data", "import", "demo", str(data), "--size", "16", "--n", "64")
+    tiny = ["--param", "steps=2", "--param", "g_channels=16", "--param", "d_channels=8", "--param", "batch_size=8"]
+    result = invoke("train", "cgan", "--data", str(data), "--out", str(tmp_path / "run"), "--device", "cpu", *tiny)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "augmenter" / "weights.pt").is_file()
+    assert (tmp_path / "run" / "cgan" / "checkpoints" / "latest.pt").is_file()
+    result = invoke("augment", "cgan", "--from", str(tmp_path / "run" / "augmenter"), "--data", str(data),
+                    "--per-class", "2", "--out", str(tmp_path / "g.h5"), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert len(H5Dataset(tmp_path / "g.h5").where(origin="cgan")) == 2 * 8
+    again = invoke("train", "cgan", "--data", str(data), "--out", str(tmp_path / "run"), *tiny)
+    assert again.exit_code == 2 and "holds a finished run" in again.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "classical"], "has nothing to train"),
+    (["train", "cgan", "--resume"], "no checkpoint to resume from"),
+    (["augment", "cgan", "--from", "nowhere", "--per-class", "1", "--out", "o.h5"], "no saved augmenter here"),
+    (["augment", "cgan", "--from", "nowhere", "--param", "steps=1", "--per-class", "1", "--out", "o.h5"],
+     "--param and --from exclude each other"),
+])
+def test_train_errors(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    tiny = write_dataset(tmp_path / "tiny.h5")
+    extra = ["--data", str(tiny)] + (["--out", "run"] if args[0] == "train" else [])
+    result = invoke(*args, *extra)
+    assert result.exit_code == 2 and message in result.stderr, result.output

@@ -101,6 +101,8 @@ def _run_dir(ctx: Context, name: str) -> Path:
 class _GANAugmenter(Augmenter):
     """Shared save/load/generate for augmenters whose state is a generator (and its discriminator)."""
 
+    trains = True
+
     def __init__(self, params=None):
         super().__init__(params)
         self.G: torch.nn.Module | None = None
