@@ -1,0 +1,1 @@
+"""Generative-quality metrics that need no downloaded weights."""
