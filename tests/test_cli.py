@@ -131,6 +131,9 @@ def test_train_then_augment_from_the_saved_gan(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "augmenter" / "weights.pt").is_file()
     assert (tmp_path / "run" / "cgan" / "checkpoints" / "latest.pt").is_file()
+    diversity = json.loads((tmp_path / "run" / "diversity.json").read_text())
+    assert [row["class"] for row in diversity] == list(H5Dataset(data).class_names)
+    assert "generated MS-SSIM" in (tmp_path / "run" / "diversity.md").read_text()
     result = invoke("augment", "cgan", "--from", str(tmp_path / "run" / "augmenter"), "--data", str(data),
                     "--per-class", "2", "--out", str(tmp_path / "g.h5"), "--device", "cpu")
     assert result.exit_code == 0, result.output
