@@ -8,8 +8,9 @@ dropped silently; a class left without images is an error, raised before the out
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,7 +107,8 @@ class _Plan:
 
     class_names: list[str]
     total: int
-    batches: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str] | None]]
+    #: (images, labels, split or None, source files or None, source items consumed)
+    batches: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str] | None, int]]
     provenance: dict
     with_split: bool = False
     with_source: bool = False  # image folders record each row's file, relative to the folder
@@ -175,11 +177,12 @@ def _folder_plan(root: Path, size: int, workers: int) -> _Plan:
     )
 
 
-def _array_plan(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], size: int,
-                split: np.ndarray | None, provenance: dict, what: str) -> _Plan:
+def _array_plan(open_images: Callable[[], AbstractContextManager], num_images: int, labels: np.ndarray,
+                class_names: Sequence[str], size: int, split: np.ndarray | None, provenance: dict, what: str) -> _Plan:
+    """Images from an array-like that ``open_images()`` yields (opened only while batches are read)."""
     labels = np.asarray(labels).reshape(-1)
-    if len(images) != len(labels):
-        raise DataError(f"{what}: {len(images)} images but {len(labels)} labels")
+    if num_images != len(labels):
+        raise DataError(f"{what}: {num_images} images but {len(labels)} labels")
     if len(labels) == 0:
         raise DataError(f"{what}: holds no images")
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
@@ -192,11 +195,12 @@ def _array_plan(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
         raise DataError(f"{what}: class '{empty[0]}' has no images ({len(empty)} empty: {empty})")
 
     def batches():
-        for start in range(0, len(labels), BATCH):
-            chunk = np.asarray(images[start:start + BATCH])
-            out = np.stack([square_resize(array_to_image(a), size) for a in chunk])
-            yield (out, labels[start:start + BATCH].astype(np.int64),
-                   None if split is None else split[start:start + BATCH], None, len(chunk))
+        with open_images() as images:
+            for start in range(0, len(labels), BATCH):
+                chunk = np.asarray(images[start:start + BATCH])
+                out = np.stack([square_resize(array_to_image(a), size) for a in chunk])
+                yield (out, labels[start:start + BATCH].astype(np.int64),
+                       None if split is None else split[start:start + BATCH], None, len(chunk))
 
     return _Plan(class_names=list(class_names), total=len(labels), batches=batches(), with_split=split is not None,
                  provenance=provenance)
@@ -224,7 +228,7 @@ def _npz_plan(path: Path, size: int, class_names: Sequence[str] | None) -> _Plan
         raise DataError(f"{path}: expected arrays 'images' and 'labels' (or MedMNIST's 'train_images', "
                         f"'train_labels', ...); found {sorted(keys)}")
     names = _class_names(path, npz["class_names"].tolist() if "class_names" in keys else None, class_names, labels)
-    return _array_plan(images, labels, names, size, split,
+    return _array_plan(lambda: nullcontext(images), len(images), labels, names, size, split,
                        {"source": {"kind": "npz", "path": str(path.resolve())}}, str(path))
 
 
@@ -263,10 +267,17 @@ def _h5_plan(path: Path, size: int, class_names: Sequence[str] | None) -> _Plan:
                      with_split=ds.split is not None,
                      provenance={"source": {"kind": "augkit_h5", "path": str(path.resolve()),
                                             "fingerprint": ds.info.fingerprint}})
-    f = h5py.File(path, "r")  # stays open while the plan's batches are read
-    stored = json.loads(f.attrs["class_names"]) if "class_names" in f.attrs else None
-    names = _class_names(path, stored, class_names, f["labels"][:])
-    return _array_plan(f["images"], f["labels"][:], names, size, None,
+    with h5py.File(path, "r") as f:
+        stored = json.loads(f.attrs["class_names"]) if "class_names" in f.attrs else None
+        labels, num_images = f["labels"][:], len(f["images"])
+
+    @contextmanager
+    def open_images():
+        with h5py.File(path, "r") as f:
+            yield f["images"]
+
+    names = _class_names(path, stored, class_names, labels)
+    return _array_plan(open_images, num_images, labels, names, size, None,
                        {"source": {"kind": "h5", "path": str(path.resolve())}}, str(path))
 
 
