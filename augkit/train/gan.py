@@ -194,7 +194,8 @@ def train_gan(
     if cfg.balanced_classes and labels is not None:
         members = [np.flatnonzero(labels.numpy() == c) for c in range(num_classes)]
         by_class = [m for m in members if len(m)]
-    images = images.to(dev) if dev.type == "cuda" else images
+    if dev.type == "cuda" and images.numel() < 0.25 * torch.cuda.get_device_properties(dev).total_memory:
+        images = images.to(dev)  # uint8 on the GPU: no host transfer per step
     amp = dev.type == "cuda" and torch.cuda.is_bf16_supported()
 
     def draw_real():
