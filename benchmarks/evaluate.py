@@ -57,14 +57,16 @@ def bare_loop(model_name: str, x_uint8: torch.Tensor, y: torch.Tensor, num_class
 
 def augkit_loop(model_name: str, x_uint8: torch.Tensor, y: torch.Tensor, num_classes: int, batch: int, steps: int,
                 warmup: int, device: torch.device) -> float:
-    """The evaluator's own training loop; warm-up is a separate short run (model build, allocator, caches)."""
+    """The evaluator's own training loop, timed by difference: a run of ``warmup`` steps and one of
+    ``warmup + steps`` steps; their step-time difference is ``steps`` warm steps (first-step costs cancel)."""
     val = (x_uint8[:batch], y[:batch].numpy())
     cfg = TrainConfig(model=model_name, epochs=1, batch_size=batch, input_aug="none")
-    n_warm = warmup * batch
-    train_run(x_uint8[:n_warm], y[:n_warm], val, val, num_classes, cfg, 0, str(device))
-    n = steps * batch
-    run = train_run(x_uint8[:n], y[:n], val, val, num_classes, cfg, 0, str(device))
-    return run["train_images_per_s"]
+    seconds = []
+    for n_steps in (warmup, warmup + steps):
+        n = n_steps * batch
+        run = train_run(x_uint8[:n], y[:n], val, val, num_classes, cfg, 0, str(device))
+        seconds.append(n / run["train_images_per_s"])
+    return steps * batch / (seconds[1] - seconds[0])
 
 
 def main() -> None:
@@ -81,7 +83,7 @@ def main() -> None:
     set_quiet(True)
     device = torch.device(args.device)
     gen = torch.Generator().manual_seed(0)
-    n = max(args.steps, args.warmup) * args.batch
+    n = (args.steps + args.warmup) * args.batch
     x = torch.randint(0, 256, (n, args.size, args.size, 3), dtype=torch.uint8, generator=gen)
     y = torch.randint(0, 8, (n,), generator=gen)
     bare, ours = [], []
