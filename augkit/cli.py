@@ -1,4 +1,4 @@
-"""The ``augkit`` command line: import, inspect, export and augment datasets; list plugins.
+"""The ``augkit`` command line: run recipes; import, inspect, export, augment and evaluate datasets.
 
 User mistakes end with one line on stderr and exit code 2; a misbehaving plugin with exit code 1
 and the plugin's name; ``--traceback`` shows the full story for bug reports.
@@ -11,12 +11,12 @@ import os
 import shutil
 import signal
 import sys
-import tomllib
 from pathlib import Path
 
 import click
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from augkit import __version__
@@ -42,11 +42,12 @@ class AugkitGroup(click.Group):
         except AugkitError as exc:
             if ctx.obj and ctx.obj.get("traceback"):
                 raise
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt as exc:
             # training loops say where they stopped and how to continue; writers leave nothing behind
-            err.print(f"[yellow]interrupted[/]: {exc or 'nothing was written at the output path'}", highlight=False)
+            err.print(f"[yellow]interrupted[/]: {escape(str(exc) or 'nothing was written at the output path')}",
+                      highlight=False)
             ctx.exit(130)
 
 
@@ -235,14 +236,12 @@ def plugins_cmd(show_params):
 # -- augment -----------------------------------------------------------------------------------
 def _parse_param(text: str) -> tuple[str, object]:
     """``key=value`` with a TOML value (numbers, true/false, [lists], "strings"); bare words are strings."""
+    from augkit.recipe import parse_value
+
     if "=" not in text:
         raise UserError(f"--param '{text}': expected key=value")
     key, raw = text.split("=", 1)
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return key.strip(), value
+    return key.strip(), parse_value(raw.strip())
 
 
 def _augmenter(name: str, params: tuple[str, ...], from_dir: Path | None):
@@ -423,6 +422,40 @@ def evaluate_cmd(data_path, arms, out_dir, split_path, split_seed, test_path, se
         table.add_row(name, f"{f1:.4f}", delta)
     out.print(table)
     out.print(f"report: {out_dir / 'report.md'}")
+
+
+# -- run ---------------------------------------------------------------------------------------
+@cli.command("run")
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe key (repeatable): evaluate.epochs=2, data.source=PATH, "
+                   "augment.acgan.params.epochs=3.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Run folder (default: the recipe's [output] dir, else runs/<recipe name>).")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in its folder (same recipe and --set).")
+@click.option("--check", is_flag=True, help="Only check the recipe and print the plan; run nothing.")
+def run_cmd(recipe_path, overrides, out_dir, device, resume, check):
+    """Run a whole experiment from a TOML recipe: data, augment steps, evaluation and report."""
+    from augkit.recipe import load_recipe
+    from augkit.runner import cache_root, run_recipe
+
+    recipe = load_recipe(recipe_path, overrides, out=out_dir)
+    if check:
+        out.print(f"recipe {recipe.name}: OK (fingerprint {recipe.fingerprint()})")
+        out.print(f"  data: {recipe.data.source} at {recipe.data.image_size}px, split {recipe.data.split}")
+        for step in recipe.order():
+            what = step.amount.describe() if step.amount else "trains only"
+            needs = f", after {', '.join(step.needs)}" if step.needs else ""
+            out.print(f"  step {step.id}: {step.name}, {what}{needs}")
+        if recipe.evaluate:
+            e = recipe.evaluate
+            out.print(f"  evaluate: {e.config.model}, {e.config.epochs} epochs, {e.seeds} seed(s), arms {list(e.arms)}")
+        out.print(f"  run folder: {recipe.out}; model cache: {cache_root()}")
+        return
+    report = run_recipe(recipe, device=device, resume=resume, command=" ".join(["augkit", *sys.argv[1:]]),
+                        say=lambda line: err.print(line, highlight=False, markup=False))
+    out.print(f"report: {report}")
 
 
 def main() -> None:

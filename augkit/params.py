@@ -20,6 +20,13 @@ from typing import Any, Literal, Union
 
 from augkit.errors import ParamError
 
+#: Field metadata marking a parameter whose value is the folder of a saved augmenter. In a recipe it
+#: may name another step instead, which then runs first and hands over its folder. The value: the
+#: augmenter names accepted (a tuple), or () for any. Example::
+#:
+#:     base: str | None = field(default=None, metadata={AUGMENTER_REF: ("vanilla",)})
+AUGMENTER_REF = "augmenter_ref"
+
 
 def did_you_mean(word: str, choices) -> str:
     """' (did you mean 'x'?)' when a close match exists, else ''."""

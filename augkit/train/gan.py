@@ -54,6 +54,8 @@ class GANConfig:
     checkpoint_every: int = field(default=500, metadata={"min": 1})
     sample_every: int = field(default=500, metadata={"min": 1})
     log_every: int = field(default=25, metadata={"min": 1})
+    max_minutes: float = field(default=0.0, metadata={
+        "min": 0, "help": "stop after this much wall time (this session), saving samples and a checkpoint; 0 = no limit"})
 
 
 def to_input(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -164,7 +166,7 @@ def train_gan(
     D.to(dev).to(memory_format=torch.channels_last)
     opt_g = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], lr=cfg.lr_g, betas=cfg.betas_g)
     opt_d = torch.optim.Adam([p for p in D.parameters() if p.requires_grad], lr=cfg.lr_d, betas=cfg.betas_d)
-    ema = EMA(G, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
+    ema = EMA(G, decay=cfg.ema_decay, warmup=True) if cfg.ema_decay > 0 else None
 
     torch.manual_seed(seed)  # dropout and anything else drawing from the global generator
     np_rng = np.random.default_rng(seed)
@@ -248,6 +250,8 @@ def train_gan(
     D.train()
     sums = {"loss_d": 0.0, "loss_g": 0.0, "loss_aux": 0.0}
     count, t0, seen = 0, time.perf_counter(), 0
+    deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes > 0 else None
+    stopped_early = False
     with _StopFlag() as stop, track(f"training {kind}", cfg.steps) as bar:
         bar(start)
         step = start
@@ -292,26 +296,31 @@ def train_gan(
                 ema.update(G)
             step += 1
             bar(1)
+            if deadline is not None and step < cfg.steps and time.monotonic() >= deadline:
+                stopped_early = True  # the time budget is spent: finish this step like the last one
 
             sums["loss_d"] += float(loss_d)
             sums["loss_g"] += float(loss_g.detach())
             sums["loss_aux"] += float(aux_loss.detach())
             count += 1
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            final = step == cfg.steps or stopped_early
+            if step % cfg.log_every == 0 or final:
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
                 history.append({"step": step, **{k: v / count for k, v in sums.items()}, "images_per_s": rate})
                 bar.note(f"D {sums['loss_d'] / count:.3f}  G {sums['loss_g'] / count:.3f}  {rate:.0f} img/s")
                 sums = dict.fromkeys(sums, 0.0)
                 count, t0, seen = 0, time.perf_counter(), 0
-            if step % cfg.sample_every == 0 or step == cfg.steps:
+            if step % cfg.sample_every == 0 or final:
                 sample_grid(step)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if step % cfg.checkpoint_every == 0 or final:
                 checkpoint(step)
             if callback is not None:
                 callback(step)
             if stop.requested:
-                if step % cfg.checkpoint_every and step != cfg.steps:
+                if step % cfg.checkpoint_every and not final:
                     checkpoint(step)
                 raise KeyboardInterrupt(f"stopped at step {step}; continue with --resume")
+            if stopped_early:
+                break
     plot_losses(history, run_dir / "losses.png")
-    return {"steps": step, "history": history, "ema": ema}
+    return {"steps": step, "history": history, "ema": ema, "stopped_early": stopped_early}

@@ -21,6 +21,7 @@ import torch
 from augkit.augment import Augmenter, Context, Samples
 from augkit.data.reader import ImageDataset
 from augkit.errors import DataError, UserError
+from augkit.params import AUGMENTER_REF
 from augkit.train.checkpoint import load_checkpoint, save_checkpoint
 from augkit.train.gan import GANConfig, to_uint8, train_gan
 from augkit_gan.networks import (
@@ -38,7 +39,7 @@ PRESETS: dict[str, dict] = {
     "thesis": {"g_channels": 1024, "d_channels": 64, "upsample": "transpose", "loss": "bce", "dropout": 0.3,
                "spectral_norm": False, "diffaugment": "", "ema_decay": 0.0, "batch_size": 20, "lr_g": 1e-5,
                "lr_d": 1e-5, "betas": (0.5, 0.999), "epochs": 75.0},
-    "cpu": {"g_channels": 256, "d_channels": 32, "upsample": "resize", "loss": "hinge", "dropout": 0.0,
+    "cpu": {"g_channels": 128, "d_channels": 32, "upsample": "resize", "loss": "hinge", "dropout": 0.0,
             "spectral_norm": True, "diffaugment": "color,translation", "ema_decay": 0.999, "batch_size": 64,
             "lr_g": 2e-4, "lr_d": 2e-4, "betas": (0.0, 0.99), "epochs": 30.0},
 }
@@ -51,6 +52,8 @@ class GANParams:
     preset: Literal["cpu", "thesis"] = field(default="cpu", metadata={"help": "named settings, see PRESETS"})
     epochs: float | None = field(default=None, metadata={"min": 0, "help": "passes over the training images"})
     steps: int | None = field(default=None, metadata={"min": 1, "help": "generator updates (overrides epochs)"})
+    minutes: float = field(default=0.0, metadata={
+        "min": 0, "help": "wall-time budget: stop training after this long (0 = none); continue later with --resume"})
     batch_size: int | None = field(default=None, metadata={"min": 2})
     lr_g: float | None = field(default=None, metadata={"min": 0})
     lr_d: float | None = field(default=None, metadata={"min": 0})
@@ -89,7 +92,7 @@ def _gan_config(p: dict, n_images: int, **extra) -> GANConfig:
     return GANConfig(steps=int(steps), batch_size=batch, loss=p["loss"], lr_g=p["lr_g"], lr_d=p["lr_d"],
                      betas_g=tuple(p["betas"]), betas_d=tuple(p["betas"]), diffaugment=p["diffaugment"],
                      ema_decay=p["ema_decay"], checkpoint_every=p["checkpoint_every"],
-                     sample_every=p["sample_every"], **extra)
+                     sample_every=p["sample_every"], max_minutes=float(p["minutes"]), **extra)
 
 
 def _run_dir(ctx: Context, name: str) -> Path:
@@ -188,7 +191,9 @@ class VanillaGAN(_GANAugmenter):
 
 @dataclass(frozen=True)
 class ACGANParams(GANParams):
-    base: str | None = field(default=None, metadata={"help": "folder of a saved vanilla GAN; unset: train one first"})
+    base: str | None = field(default=None, metadata={
+        "help": "folder of a saved vanilla GAN (in a recipe: a vanilla step's id); unset: train one first",
+        AUGMENTER_REF: ("vanilla",)})
     mode: Literal["thesis", "full"] = field(
         default="thesis", metadata={"help": "thesis: frozen pretrained G/D + trainable FC heads; full: end to end"})
     base_steps: int | None = field(default=None, metadata={

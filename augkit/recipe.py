@@ -1,0 +1,444 @@
+"""TOML recipes: one file describes a whole experiment (data, augment steps, evaluation, output).
+
+A recipe is checked completely before any work starts. Every mistake is a ParamError naming the file,
+the key (with its line where it can be found) and what was expected; unknown keys get a "did you mean".
+``--set key=value`` overrides any key before the check, so the checked recipe is the one that runs.
+
+    [data]
+    source = "demo"                    # "demo", an image folder, a .npz or an augkit .h5
+    image_size = 32
+    split = { train = 0.7, val = 0.15, test = 0.15 }
+    seed = 0
+
+    [[augment]]
+    name = "vanilla"                   # trained only: acgan below builds on it
+
+    [[augment]]
+    name = "acgan"
+    amount = 0.5                       # +50% per class; { per_class = N }; { balance_to = "max" }
+    params = { base = "vanilla" }      # a parameter that names a saved augmenter may name a step
+
+    [evaluate]
+    arms = ["baseline", "acgan"]       # "+" joins steps: "classical+acgan"
+    model = "legacy_xception"
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from augkit.augment import Amount
+from augkit.data.split import check_fractions
+from augkit.errors import AugkitError, ParamError
+from augkit.evaluate.arms import BASELINE
+from augkit.evaluate.trainer import TrainConfig
+from augkit.params import AUGMENTER_REF, did_you_mean, parse_params
+
+RECIPE_SCHEMA = 1
+SECTIONS = ("recipe", "data", "augment", "evaluate", "output")
+_STEP_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    source: str = field(default="demo", metadata={"help": "'demo', an image folder, a .npz or an augkit .h5"})
+    image_size: int = field(default=64, metadata={"min": 8, "max": 1024, "help": "side in pixels after import"})
+    demo_images: int = field(default=2000, metadata={"min": 16, "help": "images drawn when source = 'demo'"})
+    seed: int = field(default=0, metadata={"min": 0, "help": "seed of the split (and of the demo images)"})
+    test: str | None = field(default=None, metadata={"help": "external, fixed test set (.h5) instead of a test split"})
+    split: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One ``[[augment]]`` table: an augmenter, its parameters, and how many images it adds (if any)."""
+
+    id: str
+    name: str
+    params: dict
+    amount: Amount | None
+    seed: int
+    #: parameter name -> step id, for parameters that name another step's trained augmenter
+    refs: dict = field(default_factory=dict)
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self.refs.values())))
+
+
+@dataclass(frozen=True)
+class EvaluateSpec:
+    arms: tuple[str, ...]
+    seeds: int
+    bootstrap: int
+    config: TrainConfig
+
+
+@dataclass(frozen=True)
+class Recipe:
+    path: Path
+    name: str
+    data: DataSpec
+    steps: tuple[StepSpec, ...]
+    evaluate: EvaluateSpec | None
+    out: Path
+    resolved: dict  # the checked recipe as plain data (what a run folder records)
+
+    def step(self, step_id: str) -> StepSpec:
+        return next(s for s in self.steps if s.id == step_id)
+
+    def order(self) -> list[StepSpec]:
+        """Steps with every dependency before the steps that need it (recipe order otherwise)."""
+        done: list[str] = []
+        pending = list(self.steps)
+        while pending:
+            ready = next(s for s in pending if all(d in done for d in s.needs))
+            done.append(ready.id)
+            pending.remove(ready)
+        return [self.step(i) for i in done]
+
+    def arm_steps(self, arm: str) -> list[str]:
+        return [] if arm == BASELINE else arm.split("+")
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.resolved, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class _Where:
+    """Builds error messages that name the file, the table and the key, with the key's line if found."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.base = path.parent.resolve()
+        self.lines = text.splitlines()
+
+    def _blocks(self, table: str) -> list[tuple[int, int]]:
+        """Line ranges (0-based, end exclusive) of a table: [data], or one [[augment]] by its id."""
+        section, _, step = table.partition(" ")
+        heads = [(i, line.strip()) for i, line in enumerate(self.lines) if line.strip().startswith("[")]
+        blocks = []
+        for k, (i, head) in enumerate(heads):
+            name = head.strip("[] ").split(".")[0].strip()
+            if name != section or "." in head.strip("[] "):
+                continue
+            end = next((j for j, h in heads[k + 1:] if h.strip("[] ").split(".")[0].strip() != section
+                        or h.startswith("[[")), len(self.lines))
+            blocks.append((i, end))
+        if step and section == "augment":
+            mine = [b for b in blocks if any(re.match(rf"^\s*id\s*=\s*[\"']{re.escape(step)}[\"']", ln)
+                                             for ln in self.lines[b[0]:b[1]])]
+            mine = mine or [b for b in blocks if any(re.match(rf"^\s*name\s*=\s*[\"']{re.escape(step)}[\"']", ln)
+                                                     for ln in self.lines[b[0]:b[1]])]
+            return mine[:1]
+        return blocks
+
+    def line_of(self, key: str, table: str) -> int | None:
+        """The 1-based line where ``key`` is set inside ``table``, when it can be found."""
+        pattern = re.compile(rf"(^|[{{,])\s*[\"']?{re.escape(key)}[\"']?\s*=")
+        for start, end in self._blocks(table) or [(0, len(self.lines))]:
+            for i in range(start, end):
+                if pattern.search(self.lines[i].split("#", 1)[0]):
+                    return i + 1
+        return None
+
+    def __call__(self, table: str, key: str | None = None) -> str:
+        line = self.line_of(key.split(".")[-1], table) if key else None
+        return f"{self.path}" + (f", line {line}" if line else "") + f": [{table}]"
+
+
+def parse_value(raw: str) -> Any:
+    """A ``--set``/``--param`` value: any TOML value (numbers, true/false, [lists], "strings",
+    {tables}); a bare word that is not TOML is taken as a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_set(raw: dict, assignment: str) -> None:
+    """Apply one ``key.path=value`` override to the raw recipe. ``augment.<id or index>.key`` reaches
+    into a step; missing tables are created."""
+    if "=" not in assignment:
+        raise ParamError(f"--set '{assignment}': expected key=value, e.g. evaluate.epochs=2")
+    key, value_text = assignment.split("=", 1)
+    parts = [p.strip() for p in key.strip().split(".")]
+    if not all(parts):
+        raise ParamError(f"--set '{assignment}': empty part in the key '{key}'")
+    if parts[0] not in SECTIONS:
+        raise ParamError(f"--set '{assignment}': unknown table '{parts[0]}'{did_you_mean(parts[0], SECTIONS)} "
+                         f"(tables: {', '.join(SECTIONS)})")
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(node, list):  # [[augment]]: by step id or by position
+            ids = [str(s.get("id", s.get("name", ""))) for s in node if isinstance(s, dict)]
+            if part in ids:
+                node = node[ids.index(part)]
+            elif part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                raise ParamError(f"--set '{assignment}': no augment step '{part}'{did_you_mean(part, ids)} "
+                                 f"(steps: {', '.join(ids) or 'none'})")
+            continue
+        if not isinstance(node, dict):
+            raise ParamError(f"--set '{assignment}': '{'.'.join(parts[:depth])}' is not a table")
+        node = node.setdefault(part, {})
+    if not isinstance(node, dict):
+        raise ParamError(f"--set '{assignment}': '{'.'.join(parts[:-1])}' is not a table")
+    node[parts[-1]] = parse_value(value_text.strip())
+
+
+def _checked(cls: type, values: dict, w: _Where, table: str, prefix: str = "") -> Any:
+    """parse_params with the file, table and line of the offending key in the message."""
+    try:
+        return parse_params(cls, values, where=f"{w.path}: [{table}]")
+    except ParamError as exc:
+        text = str(exc).split(": ", 2)[-1]
+        key = re.search(r"parameter '([^']+)'", text)
+        text = text.replace("parameter '", f"key '{prefix}", 1)
+        raise ParamError(f"{w(table, key.group(1) if key else None)}: {text}") from None
+
+
+def _table(value: Any, where: str, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise ParamError(f"{where}: {what} must be a table, got {value!r}")
+    return value
+
+
+def _resolve_path(value: str | None, base: Path) -> str | None:
+    if value is None or value == "demo":
+        return value
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _parse_data(raw: dict, w: _Where) -> DataSpec:
+    raw = dict(_table(raw, f"{w.path}: [data]", "[data]"))
+    split = raw.pop("split", None)
+    spec = _checked(DataSpec, raw, w, "data")
+    if spec.source != "demo" and not Path(spec.source).exists():
+        raise ParamError(f"{w('data', 'source')}: source '{spec.source}': no such file or folder "
+                         "(give 'demo', an image folder, a .npz or a .h5)")
+    if spec.test is not None and not Path(spec.test).exists():
+        raise ParamError(f"{w('data', 'test')}: test '{spec.test}': no such file")
+    spec = dataclasses.replace(spec, source=_resolve_path(spec.source, Path.cwd()),
+                               test=_resolve_path(spec.test, Path.cwd()))
+    default = {"train": 0.8, "val": 0.2} if spec.test else {"train": 0.7, "val": 0.15, "test": 0.15}
+    if split is None:
+        split = default
+    split = _table(split, w("data", "split"), "split")
+    unknown = set(split) - {"train", "val", "test"}
+    if unknown:
+        bad = sorted(unknown)[0]
+        raise ParamError(f"{w('data', 'split')}: unknown split part '{bad}'{did_you_mean(bad, ['train', 'val', 'test'])}")
+    try:
+        fractions = check_fractions({k: split.get(k, 0.0) for k in ("train", "val", "test")})
+    except AugkitError as exc:
+        raise ParamError(f"{w('data', 'split')}: split: {exc}") from None
+    if spec.test and fractions.get("test"):
+        raise ParamError(f"{w('data', 'split')}: split has a test part but data.test gives a fixed test set; "
+                         "drop one of them")
+    return dataclasses.replace(spec, split={k: v for k, v in fractions.items() if v})
+
+
+def _ref_fields(cls: type) -> dict[str, tuple[str, ...]]:
+    return {f.name: tuple(f.metadata[AUGMENTER_REF]) for f in dataclasses.fields(cls.Params)
+            if AUGMENTER_REF in f.metadata}
+
+
+def _parse_steps(raw: Any, w: _Where, data_seed: int) -> tuple[StepSpec, ...]:
+    from augkit.registry import get_registry
+
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ParamError(f"{w.path}: 'augment' must be an array of tables ([[augment]]), got {type(raw).__name__}")
+    registry = get_registry()
+    steps: list[StepSpec] = []
+    for i, entry in enumerate(raw):
+        label = f"augment #{i + 1}"
+        entry = dict(_table(entry, f"{w.path}: [[augment]] #{i + 1}", "each [[augment]]"))
+        known = ("id", "name", "amount", "params", "seed")
+        for key in entry:
+            if key not in known:
+                raise ParamError(f"{w(label, key)}: unknown key '{key}'{did_you_mean(key, known)} "
+                                 f"(known: {', '.join(known)})")
+        if "name" not in entry:
+            raise ParamError(f"{w(label)}: missing 'name' (the augmenter, one of: {', '.join(registry.names())})")
+        name = entry["name"]
+        if not isinstance(name, str):
+            raise ParamError(f"{w(label, 'name')}: name must be a string, got {name!r}")
+        step_id = entry.get("id", name)
+        if not isinstance(step_id, str) or not _STEP_ID.match(step_id):
+            raise ParamError(f"{w(label, 'id')}: id must hold letters, digits, _ and - only, got {step_id!r}")
+        label = f"augment {step_id}"
+        if any(s.id == step_id for s in steps):
+            raise ParamError(f"{w(label, 'id')}: two steps are called '{step_id}'; give one an id = \"...\"")
+        if name not in registry.names():
+            raise ParamError(f"{w(label, 'name')}: unknown augmenter '{name}'{did_you_mean(name, registry.names())} "
+                             f"(installed: {', '.join(registry.names())}; see `augkit plugins`)")
+        cls = registry.get(name).cls
+        params = dict(_table(entry.get("params", {}), w(label, "params"), "params"))
+        seed = entry.get("seed", data_seed)
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ParamError(f"{w(label, 'seed')}: seed must be an integer >= 0, got {seed!r}")
+        amount = None
+        if "amount" in entry:
+            try:
+                amount = Amount.parse(entry["amount"])
+            except ParamError as exc:
+                raise ParamError(f"{w(label, 'amount')}: {exc}") from None
+            if not cls.conditional:
+                raise ParamError(f"{w(label, 'amount')}: augmenter '{name}' cannot choose a class, so it cannot add "
+                                 "images per class; drop 'amount' (a step that only trains, e.g. the base of acgan) "
+                                 "or use a class-conditional augmenter")
+        steps.append(StepSpec(step_id, name, params, amount, seed))
+    ids = [s.id for s in steps]
+    for i, s in enumerate(steps):  # parameters naming a saved augmenter: a step of this recipe, or a folder
+        refs = {}
+        for key in _ref_fields(registry.get(s.name).cls):
+            value = s.params.get(key)
+            if not isinstance(value, str):
+                continue
+            if value in ids:
+                refs[key] = value
+                continue
+            folder = next((p for p in (w.base / value, Path(value)) if p.is_dir()), None)
+            if folder is None:
+                raise ParamError(f"{w(f'augment {s.id}', key)}: params.{key} = '{value}' is neither a step of this "
+                                 f"recipe nor an existing folder{did_you_mean(value, ids)}")
+            s.params[key] = str(folder.resolve())
+        steps[i] = dataclasses.replace(s, refs=refs)
+    _check_cycles(steps, w)
+    for s in steps:
+        accepted = _ref_fields(registry.get(s.name).cls)
+        for key, target in s.refs.items():
+            kind = next(t.name for t in steps if t.id == target)
+            if accepted[key] and kind not in accepted[key]:
+                raise ParamError(f"{w(f'augment {s.id}', key)}: params.{key} = '{target}' is a '{kind}' step; "
+                                 f"expected {' or '.join(repr(a) for a in accepted[key])}")
+    for s in steps:  # parameters: checked by the augmenter's own dataclass (references stand in as paths)
+        cls = registry.get(s.name).cls
+        params = {k: ("<step>" if k in s.refs else v) for k, v in s.params.items()}
+        _checked(cls.Params, params, w, f"augment {s.id}", "params.")
+    return tuple(steps)
+
+
+def _check_cycles(steps: list[StepSpec], w: _Where) -> None:
+    needs = {s.id: set(s.refs.values()) for s in steps}
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        if state.get(node) == 1:
+            cycle = path[path.index(node):] + [node]
+            raise ParamError(f"{w.path}: augment steps depend on each other in a cycle: {' -> '.join(cycle)}")
+        if state.get(node) == 2:
+            return
+        state[node] = 1
+        for dep in sorted(needs[node]):
+            visit(dep, path + [node])
+        state[node] = 2
+
+    for s in steps:
+        visit(s.id, [])
+
+
+def _parse_evaluate(raw: Any, w: _Where, steps: tuple[StepSpec, ...]) -> EvaluateSpec:
+    raw = dict(_table(raw, f"{w.path}: [evaluate]", "[evaluate]"))
+    producing = [s.id for s in steps if s.amount is not None]
+    arms = raw.pop("arms", [BASELINE] + producing)
+    seeds = raw.pop("seeds", 1)
+    bootstrap = raw.pop("bootstrap", 1000)
+    if not isinstance(arms, list) or not all(isinstance(a, str) for a in arms) or not arms:
+        raise ParamError(f"{w('evaluate', 'arms')}: arms must be a list of names like [\"baseline\", \"acgan\", "
+                         f"\"classical+acgan\"], got {arms!r}")
+    for arm in arms:
+        if arm == BASELINE:
+            continue
+        for part in arm.split("+"):
+            if part not in producing:
+                why = ("is a step without 'amount' (it makes no images)" if part in [s.id for s in steps]
+                       else f"is not a step of this recipe{did_you_mean(part, producing)}")
+                raise ParamError(f"{w('evaluate', 'arms')}: arm '{arm}': '{part}' {why}; "
+                                 f"steps that add images: {', '.join(producing) or 'none'}")
+    if len(set(arms)) != len(arms):
+        raise ParamError(f"{w('evaluate', 'arms')}: arms are listed twice: {arms}")
+    for key, value, minimum in (("seeds", seeds, 1), ("bootstrap", bootstrap, 100)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ParamError(f"{w('evaluate', key)}: {key} must be an integer >= {minimum}, got {value!r}")
+    config = _checked(TrainConfig, raw, w, "evaluate")
+    if config.pretrained is not None and not Path(config.pretrained).exists():
+        raise ParamError(f"{w('evaluate', 'pretrained')}: pretrained '{config.pretrained}': no such file "
+                         "(a local checkpoint; weights are never downloaded)")
+    if BASELINE not in arms:
+        arms = [BASELINE] + arms
+    return EvaluateSpec(tuple(arms), seeds, bootstrap, config)
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {k: _plain(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def load_recipe(path: str | Path, overrides: typing.Sequence[str] = (), out: str | Path | None = None) -> Recipe:
+    """Read, override (``key=value`` strings) and check a recipe; raises ParamError before any work."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamError(f"{path}: no such recipe file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ParamError(f"{path}: not valid TOML: {exc}") from None
+    w = _Where(path, text)
+    for key in raw:
+        if key not in SECTIONS:
+            raise ParamError(f"{w(key)}: unknown table{did_you_mean(key, SECTIONS)} (tables: {', '.join(SECTIONS)})")
+    base = path.parent.resolve()
+    # paths written in the file are relative to the file; paths given with --set to the current folder
+    data_raw = dict(_table(raw.get("data", {}), f"{path}: [data]", "[data]"))
+    for key in ("source", "test"):
+        if isinstance(data_raw.get(key), str):
+            data_raw[key] = _resolve_path(data_raw[key], base)
+    raw = copy.deepcopy({**raw, "data": data_raw})
+    for assignment in overrides:
+        apply_set(raw, assignment)
+    meta = dict(_table(raw.get("recipe", {}), f"{path}: [recipe]", "[recipe]"))
+    for key in meta:
+        if key not in ("name", "description"):
+            raise ParamError(f"{w('recipe', key)}: unknown key '{key}'{did_you_mean(key, ['name', 'description'])}")
+    name = meta.get("name", path.stem)
+    if not isinstance(name, str) or not _STEP_ID.match(name):
+        raise ParamError(f"{w('recipe', 'name')}: name must hold letters, digits, _ and - only, got {name!r}")
+    data = _parse_data(raw.get("data", {}), w)
+    steps = _parse_steps(raw.get("augment"), w, data.seed)
+    evaluate = _parse_evaluate(raw["evaluate"], w, steps) if "evaluate" in raw else None
+    output = dict(_table(raw.get("output", {}), f"{path}: [output]", "[output]"))
+    for key in output:
+        if key != "dir":
+            raise ParamError(f"{w('output', key)}: unknown key '{key}'{did_you_mean(key, ['dir'])}")
+    out_dir = Path(out) if out is not None else Path(output.get("dir", f"runs/{name}"))
+    resolved = {
+        "schema": RECIPE_SCHEMA, "name": name, "description": meta.get("description", ""),
+        "data": _plain(data),
+        "augment": [{"id": s.id, "name": s.name, "params": s.params, "seed": s.seed,
+                     "amount": None if s.amount is None else s.amount.to_json()} for s in steps],
+        "evaluate": None if evaluate is None else {"arms": list(evaluate.arms), "seeds": evaluate.seeds,
+                                                   "bootstrap": evaluate.bootstrap, **_plain(evaluate.config)},
+    }
+    return Recipe(path, name, data, steps, evaluate, out_dir, resolved)

@@ -1,0 +1,359 @@
+"""Run a checked recipe: data -> split -> augment steps (train, generate) -> evaluate -> report.
+
+Every run is a folder (StyleGAN2-ADA style), so a result can always be traced to what made it::
+
+    recipe.toml        the recipe file as given       recipe.json   the checked recipe after --set
+    state.json         finished stages, wall times, cache hits        run.log       one line per event
+    data/dataset.h5    the imported data (an augkit .h5 source at the right size is used in place)
+    split.json         the split every stage uses
+    steps/<id>/        a step's training run (config, samples, losses, checkpoints) and augmenter/
+    shards/<id>.h5     the synthetic images of a step; shards/<id>.png: a sample grid, a row per class
+    evaluate/          the evaluator's metrics.json, report.md, plots and per-run results
+    report.html        one self-contained page; report.md the same numbers as text
+
+Stages are recorded as they finish; ``resume`` skips finished ones and continues a training stage from
+its last checkpoint. Trained augmenters are cached by a hash of what determines them (augmenter,
+version, parameters, seed, training rows and the keys of the steps they build on), so another recipe
+needing the same generator copies it instead of training it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from augkit import __version__
+from augkit.augment import Context, default_device
+from augkit.data.reader import H5Dataset, ImageDataset
+from augkit.data.split import Split, stratified_split
+from augkit.errors import DataError, UserError
+from augkit.recipe import Recipe, StepSpec
+
+STATE_SCHEMA = 1
+
+
+def cache_root() -> Path:
+    """Where trained augmenters are cached: $AUGKIT_CACHE_DIR, else ~/.cache/augkit/models."""
+    env = os.environ.get("AUGKIT_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "augkit" / "models"
+
+
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    tmp.replace(path)
+
+
+def _copy_run(src: Path, dst: Path) -> None:
+    """Copy a step's folder without its checkpoints (the trained augmenter/ is what is reused), atomically."""
+    tmp = dst.with_name(f".{dst.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoints", ".*.partial"))
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.replace(dst)
+
+
+class ModelCache:
+    """Finished training runs by key: ``<root>/<key>/`` holds the run folder with ``augmenter/``."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else cache_root()
+
+    def get(self, key: str) -> Path | None:
+        entry = self.root / key
+        return entry if (entry / "augmenter").is_dir() and (entry / "cache.json").is_file() else None
+
+    def put(self, key: str, run_dir: Path, record: dict) -> Path | None:
+        """Store a finished run; a cache that cannot be written is reported, never fatal."""
+        entry = self.root / key
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            _copy_run(run_dir, entry)
+            _atomic_json(entry / "cache.json", record)
+        except OSError:
+            return None
+        return entry
+
+
+class RunState:
+    """state.json: which stages finished, how long they took, and what they produced."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.exists() else {"schema": STATE_SCHEMA, "stages": {}}
+
+    def done(self, stage: str, **match) -> dict | None:
+        entry = self.data["stages"].get(stage)
+        if entry is None or any(entry.get(k) != v for k, v in match.items()):
+            return None
+        return entry
+
+    def mark(self, stage: str, seconds: float, **info) -> None:
+        self.data["stages"][stage] = {"seconds": round(seconds, 2), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                      **info}
+        _atomic_json(self.path, self.data)
+
+
+class Runner:
+    """Carries out one recipe in one run folder. ``say`` receives one line per event (the CLI prints them)."""
+
+    def __init__(self, recipe: Recipe, *, device: str | None = None, resume: bool = False,
+                 cache: ModelCache | None = None, say: Callable[[str], None] | None = None,
+                 command: str | None = None) -> None:
+        self.recipe = recipe
+        self.out = Path(recipe.out).absolute()
+        self.command = command
+        self.device = device or default_device()
+        self.resume = resume
+        self.cache = cache or ModelCache()
+        self._say = say or (lambda line: None)
+        self.state: RunState | None = None
+        self.data_path: Path | None = None
+        self.base: H5Dataset | None = None
+        self.split: Split | None = None
+        self.step_keys: dict[str, str] = {}
+        self.stage = "start"
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+    def say(self, line: str) -> None:
+        with open(self.out / "run.log", "a", encoding="utf-8") as log:
+            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {line}\n")
+        self._say(line)
+
+    def _prepare_folder(self) -> None:
+        state_file = self.out / "state.json"
+        resolved = self.out / "recipe.json"
+        if self.resume:
+            if not state_file.exists():
+                raise UserError(f"{self.out}: no run to resume here (state.json is missing); run without --resume")
+            before = json.loads(resolved.read_text())
+            if before != json.loads(json.dumps(self.recipe.resolved)):
+                changed = sorted(k for k in set(before) | set(self.recipe.resolved)
+                                 if before.get(k) != json.loads(json.dumps(self.recipe.resolved)).get(k))
+                raise UserError(f"{self.out}: the recipe differs from the one this run started with "
+                                f"(changed: {', '.join(changed)}); resume with the same recipe and --set values, "
+                                "or start a new run with another --out")
+        elif self.out.exists() and any(self.out.iterdir()):
+            raise UserError(f"{self.out}: holds a run already; continue it with --resume, or choose another --out")
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not self.resume:
+            shutil.copyfile(self.recipe.path, self.out / "recipe.toml")
+            _atomic_json(resolved, self.recipe.resolved)
+        self.state = RunState(state_file)
+        self.state.data.setdefault("commands", []).append(
+            {"command": self.command or f"run_recipe({str(self.recipe.path)!r})", "device": self.device,
+             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "augkit": __version__})
+        _atomic_json(state_file, self.state.data)
+
+    def _stage(self, name: str, fn: Callable[[], dict | None], **match) -> dict:
+        """Run ``fn`` unless the stage already finished (with the same ``match`` values)."""
+        done = self.state.done(name, **match)
+        if done is not None:
+            self.say(f"{name}: done before ({done['seconds']:.0f} s), skipped")
+            return done
+        self.stage = name
+        t0 = time.perf_counter()
+        info = fn() or {}
+        seconds = time.perf_counter() - t0
+        self.state.mark(name, seconds, **{**info, **match})
+        self.say(f"{name}: finished in {seconds:.0f} s")
+        return self.state.done(name)
+
+    # -- stages ------------------------------------------------------------------------------------
+    def _data(self) -> dict:
+        spec = self.recipe.data
+        source = Path(spec.source) if spec.source != "demo" else None
+        if source is not None and source.suffix.lower() in (".h5", ".hdf5"):
+            try:
+                ds = H5Dataset(source)
+            except DataError:
+                ds = None
+            if ds is not None and ds.image_size == (spec.image_size, spec.image_size):
+                self.say(f"data: using {source} in place ({len(ds)} images, {spec.image_size}px)")
+                return {"path": str(source), "fingerprint": ds.info.fingerprint, "in_place": True}
+        from augkit.data.importers import import_source
+
+        (self.out / "data").mkdir(exist_ok=True)
+        target = self.out / "data" / "dataset.h5"
+        report = import_source(spec.source, target, size=spec.image_size, n=spec.demo_images, seed=spec.seed,
+                               overwrite=True)
+        if report.skipped:
+            self.say(f"data: {len(report.skipped)} unreadable file(s) skipped, e.g. {report.skipped[0][0]}")
+        ds = H5Dataset(target)
+        self.say(f"data: imported {spec.source} -> {target} ({len(ds)} images, {len(ds.class_names)} classes)")
+        return {"path": str(target), "fingerprint": ds.info.fingerprint, "in_place": False}
+
+    def _split(self) -> dict:
+        spec = self.recipe.data
+        split = stratified_split(self.base, spec.split, spec.seed)
+        split.save(self.out / "split.json")
+        self.say(f"split: train {len(split.train)}, val {len(split.val)}, test {len(split.test)} ({split.method})")
+        return {"train": len(split.train), "val": len(split.val), "test": len(split.test)}
+
+    def _train_rows(self) -> ImageDataset:
+        return self.split.apply(self.base, "train")
+
+    def _step_key(self, step: StepSpec, cls) -> str:
+        from augkit.registry import get_registry
+
+        plugin = get_registry().plugin_of(cls)
+        train_rows = hashlib.sha256(np.ascontiguousarray(self.split.train, dtype=np.int64).tobytes()).hexdigest()
+        params = {k: (f"step:{self.step_keys[v]}" if k in step.refs else val)
+                  for k, val in step.params.items() for v in [step.refs.get(k)]}
+        record = {"augmenter": step.name, "plugin": None if plugin is None else [plugin.distribution, plugin.version],
+                  "augkit": __version__, "params": params, "seed": step.seed,
+                  "data": self.base.info.fingerprint, "train_rows": train_rows}
+        return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+    def _context(self, step: StepSpec, workdir: Path | None, resume: bool = False) -> Context:
+        return Context(seed=step.seed, device=self.device, workdir=workdir, resume=resume)
+
+    def _run_step(self, step: StepSpec) -> None:
+        from augkit.generate import fit_augmenter
+        from augkit.registry import get_registry
+
+        cls = get_registry().get(step.name).cls
+        step_dir = self.out / "steps" / step.id
+        params = {k: (str(self.out / "steps" / step.refs[k] / "augmenter") if k in step.refs else v)
+                  for k, v in step.params.items()}
+        augmenter = None
+        if cls.trains:
+            key = self._step_key(step, cls)
+            self.step_keys[step.id] = key
+
+            def train() -> dict:
+                nonlocal augmenter
+                cached = self.cache.get(key)
+                if cached is not None:
+                    _copy_run(cached, step_dir)
+                    self.say(f"step {step.id}: reusing the trained '{step.name}' from the cache ({cached}); "
+                             "delete that folder to train it again")
+                    return {"key": key, "cache": "hit", "cache_path": str(cached)}
+                resume = self.resume and any(step_dir.rglob("latest.pt"))
+                if not resume and step_dir.exists():
+                    shutil.rmtree(step_dir)  # an attempt that died before its first checkpoint
+                step_dir.mkdir(parents=True, exist_ok=True)
+                augmenter = cls(params)
+                train = self._train_rows()
+                self.say(f"step {step.id}: {'resuming' if resume else 'training'} '{step.name}' on "
+                         f"{len(train)} training images")
+                fit_augmenter(augmenter, train, self._context(step, step_dir, resume))
+                tmp = step_dir / ".augmenter.partial"
+                shutil.rmtree(tmp, ignore_errors=True)
+                augmenter.save(tmp)
+                tmp.replace(step_dir / "augmenter")
+                stored = self.cache.put(key, step_dir, {"step": step.id, "augmenter": step.name,
+                                                        "recipe": str(self.recipe.path), "params": step.params,
+                                                        "seed": step.seed, "created": time.strftime("%Y-%m-%d %H:%M:%S")})
+                if stored is None:
+                    self.say(f"step {step.id}: could not write the cache at {self.cache.root} (not fatal)")
+                return {"key": key, "cache": "miss"}
+
+            self._stage(f"train {step.id}", train, key=key)
+        if step.amount is None:
+            return
+
+        def generate() -> dict:
+            nonlocal augmenter
+            from augkit.generate import augment_to_file
+
+            train = self._train_rows()
+            if cls.trains:
+                augmenter = augmenter or cls.load(step_dir / "augmenter")
+            else:
+                augmenter = cls(params)
+                fit_augmenter(augmenter, train, self._context(step, None))
+            (self.out / "shards").mkdir(exist_ok=True)
+            shard = self.out / "shards" / f"{step.id}.h5"
+            summary = augment_to_file(augmenter, train, shard, step.amount, self._context(step, None), fit=False,
+                                      overwrite=True, provenance={"recipe": self.recipe.resolved, "step": step.id})
+            self._grid(shard)
+            self.say(f"step {step.id}: wrote {summary['total']} images to {shard}")
+            return {"path": str(shard), "rows": summary["total"], "per_class": summary["per_class"]}
+
+        self._stage(f"generate {step.id}", generate)
+
+    def _grid(self, shard: Path, per_class: int = 8) -> Path:
+        """A sample grid of a shard: one row per class, the first ``per_class`` images of it."""
+        from augkit.train.gan import save_grid
+
+        ds = H5Dataset(shard)
+        h, w = ds.image_size
+        rows = []
+        for label in range(len(ds.class_names)):
+            idx = np.flatnonzero(ds.labels == label)[:per_class]
+            row = np.full((per_class, h, w, 3), 255, np.uint8)
+            if len(idx):
+                row[: len(idx)] = ds.read(idx)
+            rows.append(row)
+        path = shard.with_suffix(".png")
+        save_grid(np.concatenate(rows), path, columns=per_class)
+        return path
+
+    def _evaluate(self) -> dict:
+        from augkit.evaluate import evaluate
+        from augkit.evaluate.arms import Arm
+
+        spec = self.recipe.evaluate
+        arms = [Arm(name, tuple(self.out / "shards" / f"{s}.h5" for s in self.recipe.arm_steps(name)))
+                for name in spec.arms]
+        summary = evaluate(self.data_path, arms, self.out / "evaluate", split=self.split, test=self.recipe.data.test,
+                           seeds=spec.seeds, config=spec.config, device=self.device, n_boot=spec.bootstrap)
+        headline = {name: float(np.mean([r["metrics"]["weighted_f1"] for r in arm["runs"]]))
+                    for name, arm in summary["arms"].items()}
+        return {"weighted_f1": headline}
+
+    def _report(self) -> dict:
+        from augkit.report import write_run_report
+
+        paths = write_run_report(self.out, self.recipe, self.state.data)
+        return {"files": [str(p) for p in paths]}
+
+    # -- the whole run -----------------------------------------------------------------------------
+    def run(self) -> Path:
+        """Carry out every stage not finished yet; returns the report's path (or the run folder)."""
+        self._prepare_folder()
+        self.say(f"run {self.recipe.name} in {self.out} on {self.device}"
+                 + (" (resuming)" if self.resume else ""))
+        try:
+            data = self._stage("data", self._data)
+            self.data_path = Path(data["path"])
+            self.base = H5Dataset(self.data_path)
+            if self.base.info.fingerprint != data["fingerprint"]:
+                raise DataError(f"{self.data_path}: changed since this run imported it (fingerprints differ); "
+                                "start a new run")
+            self._stage("split", self._split)
+            self.split = Split.load(self.out / "split.json", fingerprint=self.base.info.fingerprint)
+            for step in self.recipe.order():
+                self._run_step(step)
+            if self.recipe.evaluate is not None:
+                self._stage("evaluate", self._evaluate)
+            self.stage = "report"
+            t0 = time.perf_counter()
+            report = self._report()
+            self.state.mark("report", time.perf_counter() - t0, **report)
+        except KeyboardInterrupt as exc:
+            detail = f" ({exc})" if str(exc) else ""
+            raise KeyboardInterrupt(
+                f"stopped in stage '{self.stage}'{detail}; continue with: augkit run {self.recipe.path} "
+                f"--out {self.out} --resume (and the same --set values)") from None
+        html = self.out / "report.html"
+        return html if html.exists() else self.out
+
+
+def run_recipe(recipe: Recipe, **kwargs) -> Path:
+    """Library entry point: ``run_recipe(load_recipe("r.toml", ["evaluate.epochs=2"]))``."""
+    return Runner(recipe, **kwargs).run()
+
+
+__all__ = ["ModelCache", "Runner", "cache_root", "run_recipe"]

@@ -1,0 +1,202 @@
+"""`augkit run`: the run folder, the model cache, resume after an interruption, and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import augkit.train.gan as gan_module
+from augkit.data.reader import H5Dataset
+from augkit.errors import UserError
+from augkit.recipe import load_recipe
+from augkit.runner import run_recipe
+from conftest import run_cli
+
+TINY_GAN = "g_channels = 16, d_channels = 8, batch_size = 16, sample_every = 2, checkpoint_every = 2"
+RECIPE = f"""
+[recipe]
+name = "tiny"
+
+[data]
+source = "demo"
+image_size = 16
+demo_images = 160
+
+[[augment]]
+name = "vanilla"
+params = {{ steps = 4, {TINY_GAN} }}
+
+[[augment]]
+name = "classical"
+amount = 0.5
+
+[[augment]]
+name = "acgan"
+amount = 0.5
+params = {{ base = "vanilla", steps = 2, {TINY_GAN} }}
+
+[evaluate]
+model = "test_resnet"
+arms = ["baseline", "classical", "acgan", "classical+acgan"]
+epochs = 1
+batch_size = 16
+bootstrap = 100
+"""
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("AUGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def recipe_file(tmp_path: Path, text: str = RECIPE, evaluate: bool = True) -> Path:
+    if not evaluate:
+        text = text[: text.index("[evaluate]")]
+    path = tmp_path / "tiny.toml"
+    path.write_text(text)
+    return path
+
+
+def run(path: Path, out: Path, sets=(), **kwargs) -> Path:
+    return run_recipe(load_recipe(path, sets, out=out), device="cpu", **kwargs)
+
+
+def state(out: Path) -> dict:
+    return json.loads((out / "state.json").read_text())["stages"]
+
+
+def weights(out: Path, step: str) -> dict:
+    return torch.load(out / "steps" / step / "augmenter" / "weights.pt", weights_only=True)["G"]
+
+
+def test_a_run_folder_holds_every_stage_and_a_self_contained_report(tmp_path):
+    out = tmp_path / "run"
+    report = run(recipe_file(tmp_path), out)
+    assert report == out / "report.html"
+    for name in ("recipe.toml", "recipe.json", "state.json", "run.log", "split.json", "data/dataset.h5",
+                 "steps/vanilla/augmenter/weights.pt", "steps/vanilla/vanilla/losses.png",
+                 "steps/acgan/augmenter/weights.pt", "shards/classical.h5", "shards/classical.png",
+                 "shards/acgan.h5", "shards/acgan.png", "evaluate/metrics.json", "report.md"):
+        assert (out / name).exists(), name
+    stages = state(out)
+    assert list(stages) == ["data", "split", "train vanilla", "generate classical", "train acgan", "generate acgan",
+                            "evaluate", "report"]
+    # +50% of each class of the training split, from both producing steps
+    data = H5Dataset(out / "data" / "dataset.h5")
+    train_counts = np.bincount(data.labels[json.loads((out / "split.json").read_text())["train"]], minlength=8)
+    for step in ("classical", "acgan"):
+        shard = H5Dataset(out / "shards" / f"{step}.h5")
+        assert len(shard) == round(0.5 * train_counts.sum())
+        assert shard.provenance["step"] == step
+    metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
+    assert set(metrics["arms"]) == {"baseline", "classical", "acgan", "classical+acgan"}
+    assert metrics["arms"]["classical+acgan"]["synthetic_rows"] == 2 * round(0.5 * train_counts.sum())
+    page = report.read_text()
+    assert page.count('src="data:image/png;base64,') >= 6  # grids, loss curves, deltas, confusion matrices
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    md = (out / "report.md").read_text()
+    for arm in metrics["arms"].values():  # the same numbers in both files
+        f1 = f"{arm['runs'][0]['metrics']['weighted_f1']:.4f}"
+        assert f1 in md and f1 in page
+    assert "augkit run" in md or "run_recipe(" in md  # the command that made it
+
+
+def test_a_second_recipe_reuses_the_cached_generator_and_says_so(tmp_path, cache_dir):
+    path = recipe_file(tmp_path, evaluate=False)
+    first, second = tmp_path / "first", tmp_path / "second"
+    run(path, first)
+    assert state(first)["train vanilla"]["cache"] == "miss"
+    run(path, second, ["augment.classical.amount=0.25"])  # another recipe, same generators
+    stages = state(second)
+    assert stages["train vanilla"]["cache"] == "hit" and stages["train acgan"]["cache"] == "hit"
+    assert "reusing the trained 'vanilla' from the cache" in (second / "run.log").read_text()
+    assert not (second / "steps" / "vanilla" / "vanilla" / "checkpoints").exists()  # nothing was trained
+    for step in ("vanilla", "acgan"):
+        a, b = weights(first, step), weights(second, step)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    shard_a, shard_b = H5Dataset(first / "shards" / "acgan.h5"), H5Dataset(second / "shards" / "acgan.h5")
+    assert np.array_equal(shard_a.read(np.arange(len(shard_a))), shard_b.read(np.arange(len(shard_b))))
+    # a changed parameter is another generator: trained anew
+    third = tmp_path / "third"
+    run(path, third, ["augment.vanilla.params.steps=3"])
+    assert state(third)["train vanilla"]["cache"] == "miss"
+    assert state(third)["train acgan"]["cache"] == "miss"  # it builds on a different base
+    assert len([p for p in cache_dir.iterdir() if not p.name.startswith(".")]) == 4
+
+
+def test_an_interrupted_training_stage_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    path = recipe_file(tmp_path, evaluate=False)
+    out = tmp_path / "run"
+    real_save = gan_module.save_checkpoint
+    calls = {"n": 0}
+
+    def save_then_stop(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first checkpoint of the vanilla step (step 2 of 4): as if Ctrl-C came now
+            raise KeyboardInterrupt("stopped at step 2")
+
+    monkeypatch.setattr(gan_module, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt, match=r"stage 'train vanilla'.*--resume"):
+        run(path, out)
+    assert "train vanilla" not in state(out) and "split" in state(out)
+    run(path, out, resume=True)
+    log = (out / "run.log").read_text()
+    assert "split: done before" in log and "resuming 'vanilla'" in log
+    assert state(out)["generate acgan"]["rows"] > 0
+    monkeypatch.setattr(gan_module, "save_checkpoint", real_save)
+    monkeypatch.setenv("AUGKIT_CACHE_DIR", str(tmp_path / "other-cache"))  # train again, uninterrupted
+    straight = tmp_path / "straight"
+    run(path, straight)
+    a, b = weights(out, "vanilla"), weights(straight, "vanilla")
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed training must end with the same weights"
+
+
+def test_finished_stages_are_skipped_when_a_later_stage_was_interrupted(tmp_path, monkeypatch):
+    path = recipe_file(tmp_path, evaluate=False)
+    out = tmp_path / "run"
+    import augkit.generate as generate_module
+
+    real = generate_module.augment_to_file
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate_module, "augment_to_file", lambda *a, **k: stop() if "acgan" in str(a[2]) else real(*a, **k))
+    with pytest.raises(KeyboardInterrupt, match="stage 'generate acgan'"):
+        run(path, out)
+    monkeypatch.setattr(generate_module, "augment_to_file", real)
+    run(path, out, resume=True)
+    log = (out / "run.log").read_text()
+    assert "train acgan: done before" in log and "generate classical: done before" in log
+    assert (out / "shards" / "acgan.h5").exists()
+
+
+def test_a_run_folder_is_not_overwritten_and_resume_needs_the_same_recipe(tmp_path):
+    path = recipe_file(tmp_path, evaluate=False)
+    out = tmp_path / "run"
+    run(path, out)
+    with pytest.raises(UserError, match="holds a run already; continue it with --resume"):
+        run(path, out)
+    with pytest.raises(UserError, match=r"differs from the one this run started with \(changed: augment\)"):
+        run(path, out, ["augment.classical.amount=0.3"], resume=True)
+    with pytest.raises(UserError, match="no run to resume here"):
+        run(path, tmp_path / "empty", resume=True)
+
+
+def test_cli_run_checks_prints_the_plan_and_reports_mistakes_in_one_line(tmp_path):
+    path = recipe_file(tmp_path)
+    result = run_cli("run", str(path), "--check", "--set", "evaluate.epochs=2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "step acgan: acgan, +50% per class, after vanilla" in result.stdout
+    assert "2 epochs" in result.stdout
+    result = run_cli("run", str(path), "--set", "evaluate.epochz=2", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown key 'epochz'; did you mean 'epochs'" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()  # nothing was started
