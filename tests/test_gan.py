@@ -61,12 +61,12 @@ def _weights(*modules):
     return [t.detach().clone() for m in modules for t in m.state_dict().values()]
 
 
-def _train(run_dir, steps, callback=None, resume=False):
+def _train(run_dir, steps, callback=None, resume=False, minutes=0.0):
     torch.manual_seed(0)
     G, D = Generator(16, 8, 32, "resize"), Discriminator(16, 8, dropout=0.2)
     images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (40, 16, 16, 3), dtype=np.uint8))
     cfg = GANConfig(steps=steps, batch_size=8, checkpoint_every=2, sample_every=100, log_every=1, ema_decay=0.9,
-                    diffaugment="color,translation")
+                    diffaugment="color,translation", max_minutes=minutes)
     out = train_gan(G, D, images, None, cfg, run_dir, kind="vanilla", seed=3, resume=resume, callback=callback)
     return G, D, out
 
@@ -99,6 +99,18 @@ def test_ctrl_c_saves_a_checkpoint_at_the_current_step(tmp_path):
     assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt", kind="vanilla")["step"] == 3
     G, D, out = _train(tmp_path, 6, resume=True)
     assert out["steps"] == 6
+
+
+def test_a_time_budget_ends_training_with_samples_and_a_checkpoint_to_continue_from(tmp_path):
+    G_ref, D_ref, ref = _train(tmp_path / "straight", 6)
+    _, _, out = _train(tmp_path / "budget", 6, minutes=1e-9)  # spent after the first step
+    assert out["stopped_early"] and out["steps"] == 1
+    assert (tmp_path / "budget" / "samples" / "step_0000001.png").exists()
+    assert (tmp_path / "budget" / "losses.png").exists()
+    G, D, out = _train(tmp_path / "budget", 6, resume=True)
+    assert out["steps"] == 6 and not out["stopped_early"]
+    for a, b in zip(_weights(G, D), _weights(G_ref, D_ref)):
+        assert torch.equal(a, b)
 
 
 def test_a_finished_run_folder_is_not_overwritten(tmp_path):
