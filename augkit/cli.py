@@ -308,31 +308,15 @@ def train_cmd(name, data_path, out_dir, split_path, params, seed, device, resume
         _diversity_report(augmenter, train, ctx, out_dir)
 
 
-def _diversity_report(augmenter, train, ctx, out_dir: Path, n: int = 100) -> None:
-    """The mode-collapse alarm: per-class MS-SSIM of n generated vs n real images, saved in the run."""
-    from augkit.data.reader import ArrayDataset
-    from augkit.generate import call_plugin, check_samples
-    from augkit.quality.diversity import class_diversity, format_table
+def _diversity_report(augmenter, train, ctx, out_dir: Path) -> None:
+    from augkit.quality.diversity import format_table, write_diversity_report
 
-    images, labels = [], []
-    for label in range(train.num_classes):
-        if (train.labels == label).sum() == 0:
-            continue
-        batch = call_plugin(augmenter, "generate", lambda: augmenter.generate(label, n, ctx.child(9999, label)))
-        images.append(check_samples(augmenter, batch, n, train.image_size).images)
-        labels.append(np.full(n, label))
-    fake = ArrayDataset(np.concatenate(images), np.concatenate(labels), train.class_names)
-    rows = class_diversity(train, fake, n=n)
-    (out_dir / "diversity.json").write_text(json.dumps(rows, indent=1))
-    table = format_table(rows)
-    (out_dir / "diversity.md").write_text(
-        f"# Per-class diversity: mean pairwise MS-SSIM of {n} generated vs {n} real images\n\n"
-        "Higher MS-SSIM = more alike = less diverse.\n\n" + table + "\n")
-    out.print(table, highlight=False)
+    rows = write_diversity_report(augmenter, train, ctx, out_dir)
+    out.print(format_table(rows), highlight=False)
     collapsed = [r["class"] for r in rows if r["collapsed"]]
     if collapsed:
-        err.print(f"[yellow]warning:[/] generated images of {', '.join(collapsed)} are far less diverse than the "
-                  "real ones (mode collapse); see diversity.md", highlight=False)
+        err.print(f"[yellow]warning:[/] generated images of {escape(', '.join(collapsed))} are far less diverse "
+                  "than the real ones (mode collapse); see diversity.md", highlight=False)
 
 
 @cli.command("augment")

@@ -155,6 +155,12 @@ def run_markdown(out: Path, recipe, state: dict) -> str:
         if grids:
             lines += ["### Sample grids (a row per class, in class order)", ""]
             lines += [" ".join(f"![{s['id']}](shards/{s['id']}.png)" for s in grids), ""]
+        for s in steps:
+            table = out / "steps" / s["id"] / "diversity.md"
+            if table.exists():
+                text = table.read_text().split("\n", 1)[1].strip()
+                lines += [f"### Diversity of {s['id']} (mean pairwise MS-SSIM, generated vs real, per class)", "",
+                          text, ""]
         curves = sorted(out.glob("steps/*/**/losses.png"))
         if curves:
             lines += ["### Training losses", ""]

@@ -252,6 +252,8 @@ class Runner:
                 shutil.rmtree(tmp, ignore_errors=True)
                 augmenter.save(tmp)
                 tmp.replace(step_dir / "augmenter")
+                if augmenter.conditional:
+                    self._diversity(step, augmenter, train, step_dir)
                 stored = self.cache.put(key, step_dir, {"step": step.id, "augmenter": step.name,
                                                         "recipe": str(self.recipe.path), "params": step.params,
                                                         "seed": step.seed, "created": time.strftime("%Y-%m-%d %H:%M:%S")})
@@ -282,6 +284,18 @@ class Runner:
             return {"path": str(shard), "rows": summary["total"], "per_class": summary["per_class"]}
 
         self._stage(f"generate {step.id}", generate)
+
+    def _diversity(self, step: StepSpec, augmenter, train: ImageDataset, step_dir: Path) -> None:
+        """Per-class MS-SSIM of generated vs real images (steps/<id>/diversity.md): the collapse alarm."""
+        from augkit.quality.diversity import write_diversity_report
+
+        if min(train.image_size) < 16:
+            return
+        rows = write_diversity_report(augmenter, train, self._context(step, None), step_dir)
+        collapsed = [r["class"] for r in rows if r["collapsed"]]
+        if collapsed:
+            self.say(f"step {step.id}: warning: generated images of {', '.join(collapsed)} are far less diverse "
+                     f"than the real ones (mode collapse); see {step_dir / 'diversity.md'}")
 
     def _grid(self, shard: Path, per_class: int = 8) -> Path:
         """A sample grid of a shard: one row per class, the first ``per_class`` images of it."""

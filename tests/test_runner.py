@@ -80,7 +80,7 @@ def test_a_run_folder_holds_every_stage_and_a_self_contained_report(tmp_path):
     assert report == out / "report.html"
     for name in ("recipe.toml", "recipe.json", "state.json", "run.log", "split.json", "data/dataset.h5",
                  "steps/vanilla/augmenter/weights.pt", "steps/vanilla/vanilla/losses.png",
-                 "steps/acgan/augmenter/weights.pt", "shards/classical.h5", "shards/classical.png",
+                 "steps/acgan/augmenter/weights.pt", "steps/acgan/diversity.md", "shards/classical.h5", "shards/classical.png",
                  "shards/acgan.h5", "shards/acgan.png", "evaluate/metrics.json", "report.md"):
         assert (out / name).exists(), name
     stages = state(out)
@@ -100,6 +100,7 @@ def test_a_run_folder_holds_every_stage_and_a_self_contained_report(tmp_path):
     assert page.count('src="data:image/png;base64,') >= 6  # grids, loss curves, deltas, confusion matrices
     assert "http://" not in page and "https://" not in page and "<script" not in page
     md = (out / "report.md").read_text()
+    assert "Diversity of acgan" in md  # the collapse alarm's per-class table
     for arm in metrics["arms"].values():  # the same numbers in both files
         f1 = f"{arm['runs'][0]['metrics']['weighted_f1']:.4f}"
         assert f1 in md and f1 in page

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
-__all__ = ["DEFAULT_RATIO_THRESHOLD", "ms_ssim_settings", "pairwise_ms_ssim", "class_diversity", "format_table"]
+__all__ = ["DEFAULT_RATIO_THRESHOLD", "ms_ssim_settings", "pairwise_ms_ssim", "class_diversity", "format_table",
+           "write_diversity_report"]
 
 STANDARD_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, finest scale first
 MIN_SIZE = 16
@@ -186,3 +187,29 @@ def format_table(rows: list[dict]) -> str:
         lines.append(f"| {name} | {cell(r['real_ms_ssim'], r['real_n'])} | "
                      f"{cell(r['fake_ms_ssim'], r['fake_n'])} | {flag.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
+
+
+def write_diversity_report(augmenter, train, ctx, out_dir, n: int = 100) -> list[dict]:
+    """The mode-collapse alarm for a trained class-conditional augmenter: ``n`` generated vs ``n`` real
+    images per class, written to ``out_dir``/diversity.json and diversity.md; returns the rows."""
+    import json
+    from pathlib import Path
+
+    from augkit.data.reader import ArrayDataset
+    from augkit.generate import call_plugin, check_samples
+
+    out_dir = Path(out_dir)
+    images, labels = [], []
+    for label in range(train.num_classes):
+        if (train.labels == label).sum() == 0:
+            continue
+        batch = call_plugin(augmenter, "generate", lambda: augmenter.generate(label, n, ctx.child(9999, label)))
+        images.append(check_samples(augmenter, batch, n, train.image_size).images)
+        labels.append(np.full(n, label))
+    fake = ArrayDataset(np.concatenate(images), np.concatenate(labels), train.class_names)
+    rows = class_diversity(train, fake, n=n)
+    (out_dir / "diversity.json").write_text(json.dumps(rows, indent=1))
+    (out_dir / "diversity.md").write_text(
+        f"# Per-class diversity: mean pairwise MS-SSIM of {n} generated vs {n} real images\n\n"
+        "Higher MS-SSIM = more alike = less diverse.\n\n" + format_table(rows) + "\n")
+    return rows
