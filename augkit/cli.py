@@ -271,9 +271,9 @@ def _training_rows(base, split_path: Path | None):
 
 
 def _context(seed: int, device: str | None, workdir: Path | None, resume: bool = False):
-    from augkit.augment import Context, default_device
+    from augkit.augment import Context, check_device
 
-    return Context(seed=seed, device=device or default_device(), workdir=workdir, resume=resume)
+    return Context(seed=seed, device=check_device(device), workdir=workdir, resume=resume)
 
 
 @cli.command("train")

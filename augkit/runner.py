@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from augkit import __version__
-from augkit.augment import Context, default_device
+from augkit.augment import Context, check_device
 from augkit.data.reader import H5Dataset, ImageDataset
 from augkit.data.split import Split, stratified_split
 from augkit.errors import DataError, UserError
@@ -113,7 +113,7 @@ class Runner:
         self.recipe = recipe
         self.out = Path(recipe.out).absolute()
         self.command = command
-        self.device = device or default_device()
+        self.device = check_device(device)
         self.resume = resume
         self.cache = cache or ModelCache()
         self._say = say or (lambda line: None)
@@ -136,7 +136,11 @@ class Runner:
         if self.resume:
             if not state_file.exists():
                 raise UserError(f"{self.out}: no run to resume here (state.json is missing); run without --resume")
-            before = json.loads(resolved.read_text())
+            try:
+                before = json.loads(resolved.read_text())
+            except (OSError, ValueError):
+                raise UserError(f"{resolved}: missing or unreadable, so this run cannot be resumed; "
+                                "start a new run with another --out") from None
             if before != json.loads(json.dumps(self.recipe.resolved)):
                 changed = sorted(k for k in set(before) | set(self.recipe.resolved)
                                  if before.get(k) != json.loads(json.dumps(self.recipe.resolved)).get(k))

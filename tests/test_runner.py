@@ -201,3 +201,15 @@ def test_cli_run_checks_prints_the_plan_and_reports_mistakes_in_one_line(tmp_pat
     assert "unknown key 'epochz'; did you mean 'epochs'" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def test_a_device_that_is_not_there_is_refused_before_any_work(tmp_path):
+    from augkit.augment import check_device
+
+    assert check_device("cpu") == "cpu"
+    with pytest.raises(UserError, match="not a device name"):
+        check_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA GPU is visible here; use --device cpu"):
+            run_recipe(load_recipe(recipe_file(tmp_path), out=tmp_path / "run"), device="cuda")
+        assert not (tmp_path / "run").exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from augkit.augment import default_device
+from augkit.augment import check_device
 from augkit.data.reader import H5Dataset
 from augkit.data.schema import REAL
 from augkit.data.split import Split, stratified_split
@@ -68,7 +68,7 @@ def evaluate(
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
         raise UserError("evaluate: seeds must be at least 1")
-    device = device or default_device()
+    device = check_device(device)
     out_dir = Path(out_dir)
 
     base = H5Dataset(data)
