@@ -84,7 +84,8 @@ class Samples:
     """What ``generate`` returns: images and, for each, the row of the real image it came from.
 
     ``parents`` holds ``ImageDataset.rows`` values of the training set given to ``fit``, or -1 for
-    images made from noise (GAN samples). ``None`` means all -1.
+    images made from noise (GAN samples). ``None`` means all -1. Augmenters that declare
+    ``two_parents = True`` (an image between two real ones) may give shape (n, 2): both are recorded.
     """
 
     images: np.ndarray
@@ -109,6 +110,8 @@ class Augmenter(abc.ABC):
     summary: ClassVar[str] = ""
     #: True when fit() is real training whose result save() keeps (GANs): a loaded one is not refitted
     trains: ClassVar[bool] = False
+    #: True when generate() may name two parents per image (Samples.parents of shape (n, 2))
+    two_parents: ClassVar[bool] = False
 
     def __init__(self, params: Any = None):
         self.params = parse_params(self.Params, params, where=f"augmenter '{self.name}'")
@@ -116,6 +119,10 @@ class Augmenter(abc.ABC):
     # -- the interface ---------------------------------------------------------------------
     def fit(self, train: ImageDataset, ctx: Context) -> None:  # noqa: B027 - optional by design
         """Learn from the real training images. Classical augmenters just keep a reference."""
+
+    def prepare(self, train: ImageDataset, ctx: Context) -> None:  # noqa: B027 - optional by design
+        """Called instead of ``fit`` when a trained augmenter was loaded: hand it the training images it
+        draws parents from (latent augmenters). Nothing is learnt here."""
 
     @abc.abstractmethod
     def generate(self, label: int, n: int, ctx: Context) -> Samples | np.ndarray:

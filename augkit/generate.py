@@ -51,8 +51,10 @@ def check_samples(augmenter: Augmenter, out: Any, n: int, image_size: tuple[int,
         got = f"{images.shape} {images.dtype}" if isinstance(images, np.ndarray) else type(images).__name__
         raise PluginError(f"{_origin_of(augmenter)} returned {got} from generate(); expected {expected} uint8")
     parents = np.full(n, -1, np.int64) if samples.parents is None else np.asarray(samples.parents)
-    if parents.shape != (n,) or not np.issubdtype(parents.dtype, np.integer):
-        raise PluginError(f"{_origin_of(augmenter)} returned parents of shape {parents.shape}; expected ({n},) integers")
+    shapes = [(n,), (n, 2)] if augmenter.two_parents else [(n,)]
+    if parents.shape not in shapes or not np.issubdtype(parents.dtype, np.integer):
+        expected = " or ".join(str(s) for s in shapes)
+        raise PluginError(f"{_origin_of(augmenter)} returned parents of shape {parents.shape}; expected {expected} integers")
     return Samples(images, parents.astype(np.int64))
 
 
@@ -90,6 +92,8 @@ def augment_to_file(
         raise UserError(f"class '{empty[0]}' has no training images to augment from")
     if fit:
         fit_augmenter(augmenter, train, ctx)
+    else:
+        call_plugin(augmenter, "prepare", lambda: augmenter.prepare(train, ctx))
 
     origins = list(base.origins) if base is not None else ["real"]
     origin_name = augmenter.name
@@ -118,14 +122,18 @@ def augment_to_file(
     # a merged file keeps the base's fixed split (synthetic rows are training rows) and source files
     with_split = base is not None and base.split is not None
     with_source = base is not None and base.has_source
+    with_parent2 = augmenter.two_parents or (base is not None and base.has_parent2)
     writer = DatasetWriter(out, class_names=train.class_names, image_size=train.image_size, origins=origins,
                            provenance=full_provenance, overwrite=overwrite, expected_rows=total,
-                           with_split=with_split, with_source=with_source)
+                           with_split=with_split, with_source=with_source, with_parent2=with_parent2)
     with writer, track(f"Augmenting with {augmenter.name}", total) as advance:
         if base is not None:
+            # the columns once (each property builds the whole view's column)
+            labels, origin, parent, parent2 = base.labels, base.origin, base.parent, base.parent2
+            split = base.split if with_split else None
             for images, pos in base.iter_batches(2048):
-                writer.append(images, base.labels[pos], origin=base.origin[pos], parent=base.parent[pos],
-                              split=base.split[pos] if with_split else None,
+                writer.append(images, labels[pos], origin=origin[pos], parent=parent[pos], parent2=parent2[pos],
+                              split=split[pos] if with_split else None,
                               source=base.read_sources(np.arange(pos.start, pos.stop)) if with_source else None)
                 advance(len(images))
         for label, n_label in enumerate(counts):
@@ -134,7 +142,9 @@ def augment_to_file(
                 sub = ctx.child(label, b)
                 out_batch = call_plugin(augmenter, "generate", lambda: augmenter.generate(label, n, sub))
                 samples = check_samples(augmenter, out_batch, n, train.image_size)
-                writer.append(samples.images, np.full(n, label), origin=origin_id, parent=samples.parents,
+                parents = samples.parents if samples.parents.ndim == 2 else samples.parents[:, None]
+                writer.append(samples.images, np.full(n, label), origin=origin_id, parent=parents[:, 0],
+                              parent2=parents[:, 1] if parents.shape[1] == 2 else -1,
                               split=SPLIT_NAMES.index("train") if with_split else None,
                               source=[""] * n if with_source else None)
                 advance(n)

@@ -63,6 +63,16 @@ class ImageDataset(Dataset):
         return self._parent[self._sel]
 
     @property
+    def parent2(self) -> np.ndarray:
+        """Second parent row (images made from two real images), -1 where none."""
+        p2 = getattr(self, "_parent2", None)
+        return np.full(len(self._sel), -1, np.int64) if p2 is None else p2[self._sel]
+
+    @property
+    def has_parent2(self) -> bool:
+        return getattr(self, "_parent2", None) is not None
+
+    @property
     def split(self) -> np.ndarray | None:
         """Split code per item (index into SPLIT_NAMES, -1 unassigned) when the source fixed one."""
         return None if self._split is None else self._split[self._sel]
@@ -160,6 +170,7 @@ class ArrayDataset(ImageDataset):
         parent: np.ndarray | None = None,
         rows: np.ndarray | None = None,
         split: np.ndarray | None = None,
+        parent2: np.ndarray | None = None,
     ):
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
@@ -176,6 +187,7 @@ class ArrayDataset(ImageDataset):
         self.image_size = (int(images.shape[1]), int(images.shape[2]))
         self._origin = np.zeros(n, np.uint8) if origin is None else np.asarray(origin, np.uint8)
         self._parent = np.full(n, -1, np.int64) if parent is None else np.asarray(parent, np.int64)
+        self._parent2 = None if parent2 is None else np.asarray(parent2, np.int64)
         self._row_ids = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
         self._split = None if split is None else np.asarray(split, np.int8)
         self._sel = np.arange(n, dtype=np.int64)
@@ -201,6 +213,7 @@ class H5Dataset(ImageDataset):
             self._labels = f["labels"][:].astype(np.int64)
             self._origin = f["origin"][:]
             self._parent = f["parent"][:].astype(np.int64)
+            self._parent2 = f["parent2"][:].astype(np.int64) if "parent2" in f else None
             self._split = f["split"][:] if self.info.has_split else None
         info = self.info
         if len(self._labels) and (self._labels.min() < 0 or self._labels.max() >= len(info.class_names)):
@@ -275,6 +288,7 @@ class H5Dataset(ImageDataset):
         return ArrayDataset(
             images, self.labels, self.class_names, origins=self.origins, origin=self.origin,
             parent=self.parent, rows=self.rows, split=self.split,
+            parent2=self.parent2 if self.has_parent2 else None,
         )
 
     def close(self) -> None:

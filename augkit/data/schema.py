@@ -6,6 +6,8 @@ One file per dataset, readable with plain h5py by any other pipeline:
 - ``labels``  (N,) int64 class index into ``attrs["class_names"]``
 - ``origin``  (N,) uint8 index into ``attrs["origins"]``; origin 0 is always ``"real"``
 - ``parent``  (N,) int64 row of the real image a row derives from, -1 where none
+- ``parent2`` optional (N,) int64 second parent row, -1 where none: images made from two real images
+  (latent interpolation); present only in files that hold such rows
 - ``split``   optional (N,) int8 index into ("train", "val", "test"), -1 unassigned; present only when
   the source itself fixed a split (split folders on disk)
 - attrs: ``schema`` = 1, ``class_names`` / ``origins`` / ``provenance`` as JSON, ``fingerprint``

@@ -51,6 +51,7 @@ class DatasetWriter:
         provenance: dict[str, Any] | None = None,
         with_split: bool = False,
         with_source: bool = False,
+        with_parent2: bool = False,
         overwrite: bool = False,
         compression: str | None = None,
         expected_rows: int = 0,
@@ -78,6 +79,7 @@ class DatasetWriter:
         self.provenance.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
         self.with_split = with_split
         self.with_source = with_source
+        self.with_parent2 = with_parent2
         self.num_rows = 0
         self._hash = hashlib.sha256()
         self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.partial")
@@ -94,6 +96,8 @@ class DatasetWriter:
         f.create_dataset("labels", shape=(capacity,), maxshape=(None,), dtype="int64", chunks=(small,))
         f.create_dataset("origin", shape=(capacity,), maxshape=(None,), dtype="uint8", chunks=(small,))
         f.create_dataset("parent", shape=(capacity,), maxshape=(None,), dtype="int64", chunks=(small,))
+        if with_parent2:
+            f.create_dataset("parent2", shape=(capacity,), maxshape=(None,), dtype="int64", chunks=(small,))
         if with_split:
             f.create_dataset("split", shape=(capacity,), maxshape=(None,), dtype="int8", chunks=(small,))
             f["split"].attrs["names"] = json.dumps(list(SPLIT_NAMES))
@@ -112,8 +116,10 @@ class DatasetWriter:
         parent: int | np.ndarray = -1,
         split: int | np.ndarray | None = None,
         source: Sequence[str] | None = None,
+        parent2: int | np.ndarray = -1,
     ) -> None:
-        """Append a batch of rows; checks everything before touching the file."""
+        """Append a batch of rows; checks everything before touching the file. ``parent2`` (a second
+        parent row, for images made from two) is kept only by writers made with ``with_parent2``."""
         if self._closed:
             raise RuntimeError("writer is closed")
         images = np.asarray(images)
@@ -136,6 +142,11 @@ class DatasetWriter:
             raise DataError(f"origin: values must lie in [0, {len(self.origins)}), got {origin.min()}..{origin.max()}")
         if parent.min() < -1:
             raise DataError("parent: values must be a row index or -1")
+        parent2 = _as_column(parent2, n, "parent2", "int64")
+        if parent2.min() < -1:
+            raise DataError("parent2: values must be a row index or -1")
+        if not self.with_parent2 and (parent2 >= 0).any():
+            raise DataError("parent2: this writer keeps one parent per row; create it with with_parent2=True")
         if (split is None) == self.with_split:
             raise DataError("split: give it on every append when the writer has with_split=True, never otherwise")
         if (source is None) == self.with_source:
@@ -149,11 +160,13 @@ class DatasetWriter:
         f["labels"][start:stop] = labels
         f["origin"][start:stop] = origin.astype("uint8")
         f["parent"][start:stop] = parent
+        if self.with_parent2:
+            f["parent2"][start:stop] = parent2
         if split is not None:
             f["split"][start:stop] = _as_column(split, n, "split", "int8")
         if source is not None:
             f["source"][start:stop] = list(source)
-        for arr in (np.ascontiguousarray(images), labels, origin, parent):
+        for arr in (np.ascontiguousarray(images), labels, origin, parent) + ((parent2,) if self.with_parent2 else ()):
             self._hash.update(arr.tobytes())
         self.num_rows = stop
 
@@ -166,7 +179,8 @@ class DatasetWriter:
         self._capacity = capacity
 
     def _columns(self) -> list[str]:
-        return ["images", "labels", "origin", "parent"] + ["split"] * self.with_split + ["source"] * self.with_source
+        return (["images", "labels", "origin", "parent"] + ["parent2"] * self.with_parent2 + ["split"] * self.with_split
+                + ["source"] * self.with_source)
 
     # -- finishing -------------------------------------------------------------------------
     def close(self) -> Path:

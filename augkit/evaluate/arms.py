@@ -92,7 +92,7 @@ def synthetic_rows(arm: Arm, base: H5Dataset, train_rows: np.ndarray, held_out_r
         synthetic = shard.subset(np.flatnonzero(shard.origin != shard.origins.index(REAL)))
         if len(synthetic) == 0:
             raise DataError(f"{what}: holds no synthetic rows (every row has origin 'real')")
-        parents = synthetic.parent
+        parents = np.concatenate([synthetic.parent, synthetic.parent2])
         derived = parents[parents >= 0]
         if len(derived):
             made_from = shard.provenance.get("base", {}).get("fingerprint") or shard.provenance.get(

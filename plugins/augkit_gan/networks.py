@@ -200,3 +200,25 @@ def freeze_for_thesis_acgan(g: LabelledGenerator, d: LabelledDiscriminator) -> N
         p.requires_grad_(True)
     g.train(g.training)
     d.train(d.training)
+
+
+class Encoder(nn.Module):
+    """Image -> latent (thesis section 4.6): shaped like the discriminator (stride-2 5x5 convolutions with
+    leaky ReLU down to 4x4), with BatchNorm for faster regression and a linear latent-sized output."""
+
+    def __init__(self, size: int = 64, latent_dim: int = 100, channels: int = 32, max_channels: int = 512):
+        super().__init__()
+        n = steps_for(size)
+        widths = [3] + [min(channels << i, max_channels) for i in range(n)]
+        layers: list[nn.Module] = []
+        for i in range(n):
+            layers += [nn.Conv2d(widths[i], widths[i + 1], 5, stride=2, padding=2, bias=i == 0)]
+            if i > 0:
+                layers.append(nn.BatchNorm2d(widths[i + 1]))
+            layers.append(nn.LeakyReLU(0.2))
+        self.convs = nn.Sequential(*layers)
+        self.size, self.latent_dim = size, latent_dim
+        self.out = nn.Linear(widths[-1] * 16, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.convs(x).flatten(1))

@@ -1,0 +1,222 @@
+"""Latent-space augmenters (thesis section 4.6): new images near real ones, through a trained GAN.
+
+An encoder E is trained so that G(E(x)) reconstructs real training images x, with G frozen. Then:
+
+- ``latent_perturb`` makes G(E(x) + eps), eps ~ N(0, sigma2 I): a variation of one real image x;
+- ``latent_interp`` makes G((1 - t) E(a) + t E(b)) for two real images a, b of the same class: the
+  thesis's proposed remedy for images that drift out of their class; both parents are recorded.
+
+Either works with any saved GAN augmenter: vanilla (unconditional: the image stays near its parent) or
+a class-conditional one (acgan, cgan: G also gets the parent's class).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from augkit.augment import Augmenter, Context, Samples
+from augkit.data.reader import ImageDataset
+from augkit.errors import DataError, UserError
+from augkit.params import AUGMENTER_REF
+from augkit.train.checkpoint import load_checkpoint, save_checkpoint
+from augkit.train.encoder import EncoderConfig, reconstruction_l1, train_encoder
+from augkit.train.gan import to_input, to_uint8
+from augkit_gan.networks import Encoder
+
+GAN_NAMES = ("vanilla", "acgan", "cgan")
+
+
+@dataclass(frozen=True)
+class LatentParams:
+    generator: str | None = field(default=None, metadata={
+        "help": "folder of a saved GAN augmenter (vanilla, acgan or cgan); in a recipe: that step's id",
+        AUGMENTER_REF: GAN_NAMES})
+    encoder_steps: int = field(default=1000, metadata={"min": 1, "help": "encoder training updates"})
+    encoder_batch_size: int = field(default=64, metadata={"min": 2})
+    encoder_lr: float = field(default=1e-3, metadata={"min": 0})
+    encoder_channels: int = field(default=32, metadata={"min": 4, "help": "width of the encoder's first conv"})
+    held_out: float = field(default=0.1, metadata={
+        "min": 0, "max": 0.5, "help": "fraction of training images kept out of encoder training to measure it"})
+    minutes: float = field(default=0.0, metadata={"min": 0, "help": "encoder wall-time budget; 0 = none"})
+    checkpoint_every: int = field(default=500, metadata={"min": 1})
+    sample_every: int = field(default=500, metadata={"min": 1})
+
+
+@dataclass(frozen=True)
+class PerturbParams(LatentParams):
+    sigma2: float = field(default=0.04, metadata={"min": 0, "help": "variance of the latent noise (thesis 0.04)"})
+
+
+@dataclass(frozen=True)
+class InterpParams(LatentParams):
+    t_steps: int = field(default=0, metadata={
+        "min": 0, "help": "0: t uniform in (0, 1); k: t drawn from k/(k+1) equal steps between the two images"})
+
+
+def load_gan(path: str | Path) -> Augmenter:
+    """A saved GAN augmenter of any kind, by the name in its augmenter.json."""
+    from augkit.registry import get_registry
+
+    meta_path = Path(path) / "augmenter.json"
+    try:
+        name = json.loads(meta_path.read_text())["augmenter"]
+    except FileNotFoundError:
+        raise DataError(f"{meta_path}: no saved augmenter here (train a GAN first: augkit train vanilla ...)") from None
+    except (ValueError, KeyError) as exc:
+        raise DataError(f"{meta_path}: not a saved augmenter ({exc})") from None
+    if name not in GAN_NAMES:
+        raise DataError(f"{path}: holds augmenter '{name}'; latent augmenters need a GAN ({', '.join(GAN_NAMES)})")
+    return get_registry().get(name).cls.load(path)
+
+
+class _LatentAugmenter(Augmenter):
+    trains = True
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.gan: Augmenter | None = None
+        self.E: torch.nn.Module | None = None
+        self.train_set: ImageDataset | None = None
+        self.report: dict = {}
+
+    # -- fit: the encoder ------------------------------------------------------------------------
+    def fit(self, train: ImageDataset, ctx: Context) -> None:
+        if self.params.generator is None:
+            raise UserError(f"augmenter '{self.name}': set 'generator' to the folder of a saved GAN "
+                            "(or, in a recipe, to the id of a GAN step)")
+        self.gan = load_gan(self.params.generator)
+        G = self.gan.G
+        if G.size != train.image_size[0]:
+            raise DataError(f"{self.name}: the generator makes {G.size}px images, the data is {train.image_size[0]}px")
+        images = torch.from_numpy(train.read(np.arange(len(train))))
+        labels = torch.from_numpy(train.labels) if self.gan.conditional else None
+        order = np.random.default_rng([ctx.seed, 77]).permutation(len(train))
+        n_held = int(round(self.params.held_out * len(train))) if len(train) >= 4 else 0
+        held, fit_rows = np.sort(order[:n_held]), np.sort(order[n_held:])
+        torch.manual_seed(ctx.seed)
+        self.E = Encoder(G.size, G.latent_dim, self.params.encoder_channels)
+        p = self.params
+        cfg = EncoderConfig(steps=p.encoder_steps, batch_size=p.encoder_batch_size, lr=p.encoder_lr,
+                            checkpoint_every=p.checkpoint_every, sample_every=p.sample_every, max_minutes=p.minutes)
+        run_dir = Path(ctx.workdir) / self.name if ctx.workdir is not None else None
+        if run_dir is None:
+            import tempfile
+
+            run_dir = Path(tempfile.mkdtemp(prefix=f"augkit-{self.name}-"))
+        pick = torch.from_numpy(fit_rows)
+        result = train_encoder(self.E, G, images[pick], None if labels is None else labels[pick], cfg, run_dir,
+                               kind=f"{self.name}-encoder", seed=ctx.seed, device=ctx.device, resume=ctx.resume)
+        dev = torch.device(ctx.device)
+        hold = torch.from_numpy(held)
+        self.report = {
+            "encoder_steps": result["steps"], "train_images": len(fit_rows), "held_out_images": len(held),
+            "train_l1": reconstruction_l1(self.E, G, images[pick][:1000], None if labels is None else labels[pick][:1000],
+                                          dev),
+            "held_out_l1": (reconstruction_l1(self.E, G, images[hold], None if labels is None else labels[hold], dev)
+                            if len(held) else None),
+            "generator": str(self.params.generator), "generator_kind": self.gan.name,
+        }
+        (run_dir / "encoder.json").write_text(json.dumps(self.report, indent=1))
+        self.train_set = train
+
+    def prepare(self, train: ImageDataset, ctx: Context) -> None:
+        self.train_set = train
+
+    # -- generate ---------------------------------------------------------------------------------
+    def _latents(self, x: np.ndarray, dev: torch.device) -> torch.Tensor:
+        self.E.to(dev).eval()
+        with torch.no_grad():
+            return self.E(to_input(torch.from_numpy(x), dev))
+
+    def _decode(self, z: torch.Tensor, label: int, dev: torch.device) -> np.ndarray:
+        G = self.gan.G.to(dev).eval()
+        with torch.no_grad():
+            if self.gan.conditional:
+                return to_uint8(G(z, torch.full((len(z),), int(label), dtype=torch.long, device=dev)))
+            return to_uint8(G(z))
+
+    def _members(self, label: int) -> np.ndarray:
+        if self.E is None or self.gan is None:
+            raise UserError(f"augmenter '{self.name}': call fit() (or load a trained one) before generating")
+        if self.train_set is None:
+            raise UserError(f"augmenter '{self.name}': give it the training images first (prepare())")
+        members = np.flatnonzero(self.train_set.labels == label)
+        if len(members) == 0:
+            raise UserError(f"augmenter '{self.name}': class '{self.train_set.class_names[label]}' has no "
+                            "training images to start from")
+        return members
+
+    # -- save / load ------------------------------------------------------------------------------
+    def save(self, path):
+        path = super().save(path)
+        if self.E is None:
+            raise UserError(f"augmenter '{self.name}': nothing to save before fit()")
+        gan_dir = path / "generator"
+        shutil.rmtree(gan_dir, ignore_errors=True)
+        self.gan.save(gan_dir)  # a copy: the saved augmenter works without the GAN's original folder
+        save_checkpoint(path / "encoder.pt", {"E": self.E.state_dict(), "arch": json.dumps(
+            {"size": self.E.size, "latent_dim": self.E.latent_dim, "channels": self.params.encoder_channels}),
+            "report": json.dumps(self.report)}, kind=f"{self.name}-encoder")
+        return path
+
+    @classmethod
+    def load(cls, path):
+        aug = super().load(path)
+        aug.gan = load_gan(Path(path) / "generator")
+        state = load_checkpoint(Path(path) / "encoder.pt", kind=f"{cls.name}-encoder")
+        arch = json.loads(state["arch"])
+        aug.E = Encoder(arch["size"], arch["latent_dim"], arch["channels"])
+        try:
+            aug.E.load_state_dict(state["E"])
+        except RuntimeError as exc:
+            raise DataError(f"{path}: encoder weights do not fit the saved architecture ({exc})") from None
+        aug.report = json.loads(state["report"])
+        return aug
+
+
+class LatentPerturb(_LatentAugmenter):
+    """G(E(x) + eps), eps ~ N(0, sigma2 I): a variation of a real training image x (its parent)."""
+
+    name = "latent_perturb"
+    Params = PerturbParams
+    summary = "variations of real images: G(E(x) + noise) through a trained GAN and encoder"
+
+    def generate(self, label: int, n: int, ctx: Context) -> Samples:
+        members = self._members(label)
+        pick = np.sort(ctx.rng.choice(members, size=n, replace=True))
+        dev = torch.device(ctx.device)
+        z = self._latents(self.train_set.read(pick), dev)
+        noise = torch.randn(z.shape, generator=ctx.torch_generator()).to(dev)
+        images = self._decode(z + float(np.sqrt(self.params.sigma2)) * noise, label, dev)
+        return Samples(images, parents=self.train_set.rows[pick])
+
+
+class LatentInterp(_LatentAugmenter):
+    """G((1 - t) E(a) + t E(b)) for two training images a, b of the class: both are its parents."""
+
+    name = "latent_interp"
+    Params = InterpParams
+    summary = "images between two real images of a class, through a trained GAN and encoder"
+    two_parents = True
+
+    def generate(self, label: int, n: int, ctx: Context) -> Samples:
+        members = self._members(label)
+        a = ctx.rng.choice(members, size=n, replace=True)
+        if len(members) > 1:  # b: another image of the class, never a itself
+            offset = ctx.rng.integers(1, len(members), size=n)
+            b = members[(np.searchsorted(members, a) + offset) % len(members)]
+        else:
+            b = a.copy()
+        k = self.params.t_steps
+        t = ctx.rng.uniform(0, 1, n) if k == 0 else ctx.rng.integers(1, k + 1, n) / (k + 1)
+        dev = torch.device(ctx.device)
+        za, zb = self._latents(self.train_set.read(a), dev), self._latents(self.train_set.read(b), dev)
+        tt = torch.from_numpy(t).float().to(dev)[:, None]
+        images = self._decode((1 - tt) * za + tt * zb, label, dev)
+        return Samples(images, parents=np.stack([self.train_set.rows[a], self.train_set.rows[b]], 1))
