@@ -366,6 +366,69 @@ def augment_cmd(name, data_path, out_path, amount, per_class, balance_to, split_
     out.print(f"wrote {out_path}: {summary['total']} '{summary['origin']}' images ({per_class})", highlight=False)
 
 
+@cli.command("interpolate")
+@click.option("--from", "from_dir", required=True, type=click.Path(path_type=Path),
+              help="A saved augmenter folder: latent_interp/latent_perturb (images or random latents) or a GAN.")
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path), help="The strip (.png).")
+@click.option("--data", "data_path", type=click.Path(path_type=Path), default=None, help="Dataset holding --rows.")
+@click.option("--rows", default=None, help="Two rows of --data to go between, e.g. 12,840 (default: random latents).")
+@click.option("--steps", default=8, show_default=True, type=int, help="Generated images from one end to the other.")
+@click.option("--label", default=None, help="Class (name or index) for class-conditional generators.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random latents.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present).")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def interpolate_cmd(from_dir, out_path, data_path, rows, steps, label, seed, device, force):
+    """Render a strip of images between two images (through the encoder) or two random latents."""
+    from augkit.data.reader import H5Dataset
+    from augkit.registry import get_registry
+    from augkit.train.gan import save_grid
+
+    _out_path(out_path, force)
+    meta = from_dir / "augmenter.json"
+    try:
+        name = json.loads(meta.read_text())["augmenter"]
+    except (OSError, ValueError, KeyError):
+        raise UserError(f"{from_dir}: not a saved augmenter folder ({meta} is missing or unreadable)") from None
+    augmenter = get_registry().get(name).cls.load(from_dir)
+    if not hasattr(augmenter, "interpolate"):
+        raise UserError(f"augmenter '{name}' cannot interpolate; use a GAN or latent_interp/latent_perturb")
+    images, class_names, label_index = None, None, None
+    if rows is not None:
+        if data_path is None:
+            raise UserError("--rows needs --data (the dataset the rows belong to)")
+        try:
+            pair = [int(r) for r in rows.split(",")]
+        except ValueError:
+            pair = []
+        if len(pair) != 2:
+            raise UserError(f"--rows '{rows}': expected two row numbers, e.g. 12,840")
+        data = H5Dataset(data_path)
+        bad = [r for r in pair if not 0 <= r < len(data)]
+        if bad:
+            raise UserError(f"--rows: row {bad[0]} is outside {data_path} (0..{len(data) - 1})")
+        images = data.read(np.array(pair))
+        class_names = data.class_names
+        label_index = int(data.labels[pair[0]])
+        if label is None and data.labels[pair[0]] != data.labels[pair[1]] and getattr(augmenter, "conditional", False):
+            raise UserError(f"rows {pair[0]} and {pair[1]} are of different classes; give --label for the generator")
+    elif data_path is not None:
+        class_names = H5Dataset(data_path).class_names
+    if label is not None:
+        if label.isdigit():
+            label_index = int(label)
+        elif class_names is not None and label in class_names:
+            label_index = class_names.index(label)
+        else:
+            raise UserError(f"--label '{label}': give a class index, or a class name together with --data")
+    ctx = _context(seed, device, None)
+    strip = augmenter.interpolate(steps, ctx, images, label_index)
+    if images is not None:
+        strip = np.concatenate([images[:1], strip, images[1:]])
+    save_grid(strip, out_path, columns=len(strip))
+    ends = "the two images at both ends" if images is not None else "random latents"
+    out.print(f"wrote {out_path}: {steps} generated images between {ends}")
+
+
 # -- evaluate ----------------------------------------------------------------------------------
 @cli.command("evaluate")
 @click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="Real dataset (.h5).")

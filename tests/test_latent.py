@@ -154,3 +154,33 @@ def test_a_missing_or_foreign_generator_is_a_clear_error(setup, tmp_path):
         get_augmenter("latent_perturb", {"generator": str(classical)}).fit(setup["train"], Context(seed=0))
     with pytest.raises(DataError, match="no saved augmenter here"):
         get_augmenter("latent_perturb", {"generator": str(tmp_path / "nothing")}).fit(setup["train"], Context(seed=0))
+
+
+def test_interpolate_renders_a_strip_between_two_images_or_two_random_latents(setup, tmp_path):
+    from PIL import Image
+
+    from conftest import run_cli
+
+    aug = fitted(setup, "latent_interp", tmp_path=tmp_path)
+    saved = aug.save(tmp_path / "interp")
+    data_path = str(setup["root"] / "demo16.h5")
+    a, b = [int(r) for r in setup["train"].rows[setup["train"].labels == 0][:2]]
+    result = run_cli("interpolate", "--from", str(saved), "--data", data_path, "--rows", f"{a},{b}",
+                     "--steps", "6", "--out", str(tmp_path / "strip.png"))
+    assert result.returncode == 0, result.stderr
+    strip = np.asarray(Image.open(tmp_path / "strip.png"))
+    assert strip.shape == (16 + 2, 8 * 17 + 1, 3)  # the two real images at the ends, 6 generated between
+    real = setup["data"].read(np.array([a, b]))
+    np.testing.assert_array_equal(strip[1:17, 1:17], real[0])
+    np.testing.assert_array_equal(strip[1:17, 7 * 17 + 1:8 * 17], real[1])
+    # a conditional GAN between two random latents needs a class
+    result = run_cli("interpolate", "--from", str(setup["gans"]["cgan"]), "--steps", "4", "--label", "2",
+                     "--out", str(tmp_path / "random.png"))
+    assert result.returncode == 0, result.stderr
+    assert np.asarray(Image.open(tmp_path / "random.png")).shape == (18, 4 * 17 + 1, 3)
+    result = run_cli("interpolate", "--from", str(setup["gans"]["vanilla"]), "--data", data_path, "--rows", "1,2",
+                     "--out", str(tmp_path / "x.png"))
+    assert result.returncode == 2 and "has no encoder" in result.stderr
+    result = run_cli("interpolate", "--from", str(saved), "--rows", "1,2", "--out", str(tmp_path / "y.png"))
+    assert result.returncode == 2 and "--rows needs --data" in result.stderr
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.png").exists()

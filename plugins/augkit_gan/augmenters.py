@@ -132,6 +132,18 @@ class _GANAugmenter(Augmenter):
                 out.append(to_uint8(x))
         return np.concatenate(out) if out else np.zeros((0, self.G.size, self.G.size, 3), np.uint8)
 
+    def interpolate(self, steps: int, ctx: Context, images: np.ndarray | None = None,
+                    label: int | None = None) -> np.ndarray:
+        """``steps`` images on the segment between two random latents (t = 0 ... 1), for `augkit interpolate`."""
+        if images is not None:
+            raise UserError(f"augmenter '{self.name}' has no encoder, so it cannot start from images; train "
+                            "latent_interp or latent_perturb on it and interpolate with that")
+        if self.G is None:
+            raise UserError(f"augmenter '{self.name}': call fit() (or load a trained one) first")
+        gen = ctx.torch_generator()
+        ends = torch.randn(2, self.G.latent_dim, generator=gen)
+        return interpolate_latents(self.G, ends[0], ends[1], steps, label if self.conditional else None, ctx.device)
+
     def save(self, path):
         path = super().save(path)
         if self.G is None:
@@ -152,6 +164,21 @@ class _GANAugmenter(Augmenter):
         except RuntimeError as exc:
             raise DataError(f"{path}: weights do not fit the saved architecture ({exc})") from None
         return aug
+
+
+def interpolate_latents(G: torch.nn.Module, z_a: torch.Tensor, z_b: torch.Tensor, steps: int, label: int | None,
+                        device: str) -> np.ndarray:
+    """G((1 - t) z_a + t z_b) for ``steps`` values of t from 0 to 1, as uint8 (steps, H, W, 3)."""
+    if steps < 2:
+        raise UserError(f"interpolation needs at least 2 steps, got {steps}")
+    dev = torch.device(device)
+    t = torch.linspace(0, 1, steps)[:, None]
+    z = ((1 - t) * z_a[None].cpu() + t * z_b[None].cpu()).to(dev)
+    G.to(dev).eval()
+    with torch.no_grad():
+        if label is None:
+            return to_uint8(G(z))
+        return to_uint8(G(z, torch.full((steps,), int(label), dtype=torch.long, device=dev)))
 
 
 class VanillaGAN(_GANAugmenter):

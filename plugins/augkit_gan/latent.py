@@ -152,6 +152,20 @@ class _LatentAugmenter(Augmenter):
                             "training images to start from")
         return members
 
+    def interpolate(self, steps: int, ctx: Context, images: np.ndarray | None = None,
+                    label: int | None = None) -> np.ndarray:
+        """``steps`` images between the latents of two images (2, H, W, 3) (t = 0 ... 1), or between two
+        random latents when ``images`` is None: the thesis's figure 17, for `augkit interpolate`."""
+        from augkit_gan.augmenters import interpolate_latents
+
+        if self.E is None or self.gan is None:
+            raise UserError(f"augmenter '{self.name}': call fit() (or load a trained one) first")
+        if images is None:
+            return self.gan.interpolate(steps, ctx, None, label)
+        dev = torch.device(ctx.device)
+        z = self._latents(images, dev)
+        return interpolate_latents(self.gan.G, z[0], z[1], steps, label if self.gan.conditional else None, ctx.device)
+
     # -- save / load ------------------------------------------------------------------------------
     def save(self, path):
         path = super().save(path)
