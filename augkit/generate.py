@@ -73,12 +73,15 @@ def augment_to_file(
     fit: bool = True,
     overwrite: bool = False,
     provenance: dict | None = None,
+    consistency=None,
 ) -> dict:
     """Fit ``augmenter`` on ``train`` and write its images to ``out``; returns a summary.
 
     With ``base`` (the dataset ``train`` was taken from) the output holds every row of ``base``
     first, unchanged, then the synthetic rows: a complete augmented dataset whose ``parent`` values
     are rows of that same file. Without it, the output is a shard of synthetic rows only.
+    ``consistency`` (an :class:`augkit.filter.ConsistencyFilter`) keeps only images its classifier
+    assigns to their intended class; the acceptance rate per class is recorded in the provenance.
     """
     amount = Amount.parse(amount)
     counts = amount.counts(train.class_counts())
@@ -140,12 +143,51 @@ def augment_to_file(
             for b, start in enumerate(range(0, int(n_label), GENERATE_BATCH)):
                 n = min(GENERATE_BATCH, int(n_label) - start)
                 sub = ctx.child(label, b)
-                out_batch = call_plugin(augmenter, "generate", lambda: augmenter.generate(label, n, sub))
-                samples = check_samples(augmenter, out_batch, n, train.image_size)
+                if consistency is None:
+                    out_batch = call_plugin(augmenter, "generate", lambda: augmenter.generate(label, n, sub))
+                    samples = check_samples(augmenter, out_batch, n, train.image_size)
+                else:
+                    samples = _filtered(augmenter, consistency, label, n, sub, train, int(n_label))
                 parents = samples.parents if samples.parents.ndim == 2 else samples.parents[:, None]
                 writer.append(samples.images, np.full(n, label), origin=origin_id, parent=parents[:, 0],
                               parent2=parents[:, 1] if parents.shape[1] == 2 else -1,
                               split=SPLIT_NAMES.index("train") if with_split else None,
                               source=[""] * n if with_source else None)
                 advance(n)
-    return {"path": Path(out), "origin": origin_name, "per_class": record["per_class"], "total": int(counts.sum())}
+        if consistency is not None:
+            writer.provenance["filter"] = {"spec": dataclasses.asdict(consistency.spec),
+                                           "classifier": consistency.val_metrics, "per_class": consistency.rates()}
+    summary = {"path": Path(out), "origin": origin_name, "per_class": record["per_class"], "total": int(counts.sum())}
+    if consistency is not None:
+        summary["filter"] = consistency.rates()
+    return summary
+
+
+def _filtered(augmenter: Augmenter, consistency, label: int, n: int, ctx: Context, train: ImageDataset,
+              class_total: int) -> Samples:
+    """``n`` images of ``label`` that the consistency filter keeps, asking the augmenter for candidates
+    in rounds sized by the acceptance rate so far; refuses once the class's candidate budget is spent."""
+    import math
+
+    name = train.class_names[label]
+    budget = math.ceil(consistency.spec.max_tries * class_total)
+    images, parents, have, attempt = [], [], 0, 0
+    while have < n:
+        tried, accepted = int(consistency.tried[label]), int(consistency.accepted[label])
+        rate = accepted / tried if tried else 1.0
+        ask = min(GENERATE_BATCH, max(8, math.ceil((n - have) / max(rate, 0.05))))
+        if tried + ask > budget:
+            raise UserError(
+                f"filter: class '{name}': only {accepted} of {tried} generated images ({rate:.1%}) were classified "
+                f"as '{name}' with p >= {consistency.spec.threshold}; {class_total} are requested, more than "
+                f"max_tries = {consistency.spec.max_tries} candidates per image can give. Lower the filter's "
+                "threshold or the amount, or train the generator longer")
+        sub = ctx.child(attempt)
+        attempt += 1
+        out = call_plugin(augmenter, "generate", lambda: augmenter.generate(label, ask, sub))
+        batch = check_samples(augmenter, out, ask, train.image_size)
+        keep = consistency.accept(batch.images, label)
+        images.append(batch.images[keep])
+        parents.append(batch.parents[keep])
+        have += int(keep.sum())
+    return Samples(np.concatenate(images)[:n], np.concatenate(parents)[:n])

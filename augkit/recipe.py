@@ -41,6 +41,7 @@ from augkit.data.split import check_fractions
 from augkit.errors import AugkitError, ParamError
 from augkit.evaluate.arms import BASELINE
 from augkit.evaluate.trainer import TrainConfig
+from augkit.filter import FilterSpec
 from augkit.params import AUGMENTER_REF, did_you_mean, parse_params
 
 RECIPE_SCHEMA = 1
@@ -69,6 +70,8 @@ class StepSpec:
     seed: int
     #: parameter name -> step id, for parameters that name another step's trained augmenter
     refs: dict = field(default_factory=dict)
+    #: the class-consistency filter applied to this step's images (None: keep all)
+    filter: FilterSpec | None = None
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -266,7 +269,7 @@ def _parse_steps(raw: Any, w: _Where, data_seed: int) -> tuple[StepSpec, ...]:
     for i, entry in enumerate(raw):
         label = f"augment #{i + 1}"
         entry = dict(_table(entry, f"{w.path}: [[augment]] #{i + 1}", "each [[augment]]"))
-        known = ("id", "name", "amount", "params", "seed")
+        known = ("id", "name", "amount", "params", "seed", "filter")
         for key in entry:
             if key not in known:
                 raise ParamError(f"{w(label, key)}: unknown key '{key}'{did_you_mean(key, known)} "
@@ -300,7 +303,13 @@ def _parse_steps(raw: Any, w: _Where, data_seed: int) -> tuple[StepSpec, ...]:
                 raise ParamError(f"{w(label, 'amount')}: augmenter '{name}' cannot choose a class, so it cannot add "
                                  "images per class; drop 'amount' (a step that only trains, e.g. the base of acgan) "
                                  "or use a class-conditional augmenter")
-        steps.append(StepSpec(step_id, name, params, amount, seed))
+        spec = None
+        if "filter" in entry and entry["filter"] is not False:
+            if amount is None:
+                raise ParamError(f"{w(label, 'filter')}: a filter needs images to filter; this step has no 'amount'")
+            raw_filter = {} if entry["filter"] is True else _table(entry["filter"], w(label, "filter"), "filter")
+            spec = _checked(FilterSpec, raw_filter, w, label, "filter.")
+        steps.append(StepSpec(step_id, name, params, amount, seed, filter=spec))
     ids = [s.id for s in steps]
     for i, s in enumerate(steps):  # parameters naming a saved augmenter: a step of this recipe, or a folder
         refs = {}
@@ -437,7 +446,8 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = (), out: str
         "schema": RECIPE_SCHEMA, "name": name, "description": meta.get("description", ""),
         "data": _plain(data),
         "augment": [{"id": s.id, "name": s.name, "params": s.params, "seed": s.seed,
-                     "amount": None if s.amount is None else s.amount.to_json()} for s in steps],
+                     "amount": None if s.amount is None else s.amount.to_json(),
+                     "filter": None if s.filter is None else _plain(s.filter)} for s in steps],
         "evaluate": None if evaluate is None else {"arms": list(evaluate.arms), "seeds": evaluate.seeds,
                                                    "bootstrap": evaluate.bootstrap, **_plain(evaluate.config)},
     }

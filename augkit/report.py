@@ -156,6 +156,15 @@ def run_markdown(out: Path, recipe, state: dict) -> str:
             lines += ["### Sample grids (a row per class, in class order)", ""]
             lines += [" ".join(f"![{s['id']}](shards/{s['id']}.png)" for s in grids), ""]
         for s in steps:
+            rates = stages.get(f"generate {s['id']}", {}).get("filter")
+            if rates:
+                f = s["filter"]
+                lines += [f"### Class-consistency filter of {s['id']} ({f['model']}, keep p >= {f['threshold']})", "",
+                          "| class | candidates | kept | acceptance |", "|---|---|---|---|"]
+                lines += [f"| {k} | {v['tried']} | {v['accepted']} | "
+                          + ("—" if v["rate"] is None else f"{v['rate']:.1%}") + " |" for k, v in rates.items()]
+                lines.append("")
+        for s in steps:
             table = out / "steps" / s["id"] / "diversity.md"
             if table.exists():
                 text = table.read_text().split("\n", 1)[1].strip()

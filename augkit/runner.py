@@ -19,6 +19,7 @@ needing the same generator copies it instead of training it again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -281,13 +282,42 @@ class Runner:
                 fit_augmenter(augmenter, train, self._context(step, None))
             (self.out / "shards").mkdir(exist_ok=True)
             shard = self.out / "shards" / f"{step.id}.h5"
+            consistency = self._filter(step.filter) if step.filter is not None else None
             summary = augment_to_file(augmenter, train, shard, step.amount, self._context(step, None), fit=False,
-                                      overwrite=True, provenance={"recipe": self.recipe.resolved, "step": step.id})
+                                      overwrite=True, provenance={"recipe": self.recipe.resolved, "step": step.id},
+                                      consistency=consistency)
             self._grid(shard)
             self.say(f"step {step.id}: wrote {summary['total']} images to {shard}")
-            return {"path": str(shard), "rows": summary["total"], "per_class": summary["per_class"]}
+            info = {"path": str(shard), "rows": summary["total"], "per_class": summary["per_class"]}
+            if consistency is not None:
+                info["filter"] = summary["filter"]
+                rates = ", ".join(f"{k} {v['rate']:.0%}" for k, v in summary["filter"].items() if v["rate"] is not None)
+                self.say(f"step {step.id}: filter acceptance per class: {rates}")
+            return info
 
         self._stage(f"generate {step.id}", generate)
+
+    def _filter(self, spec) -> "ConsistencyFilter":  # noqa: F821
+        """The filter's classifier for ``spec``: trained once per run on the real training split."""
+        from augkit.filter import ConsistencyFilter
+
+        key = hashlib.sha256(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode()).hexdigest()[:12]
+        folder = self.out / "filters" / key
+
+        def train() -> dict:
+            self.say(f"filter: training a {spec.model} classifier on the real training split ({spec.epochs} epochs)")
+            consistency = ConsistencyFilter.train(self._train_rows(), self.split.apply(self.base, "val"), spec,
+                                                  self.device)
+            tmp = folder.with_name(f".{key}.partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            consistency.save(tmp)
+            shutil.rmtree(folder, ignore_errors=True)
+            tmp.replace(folder)
+            return {"path": str(folder), **consistency.val_metrics}
+
+        folder.parent.mkdir(exist_ok=True)
+        self._stage(f"filter {key}", train)
+        return ConsistencyFilter.load(folder, self.device)
 
     def _diversity(self, step: StepSpec, augmenter, train: ImageDataset, step_dir: Path) -> None:
         """Per-class MS-SSIM of generated vs real images (steps/<id>/diversity.md): the collapse alarm."""

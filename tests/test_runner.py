@@ -213,3 +213,42 @@ def test_a_device_that_is_not_there_is_refused_before_any_work(tmp_path):
         with pytest.raises(UserError, match="no CUDA GPU is visible here; use --device cpu"):
             run_recipe(load_recipe(recipe_file(tmp_path), out=tmp_path / "run"), device="cuda")
         assert not (tmp_path / "run").exists()
+
+
+def test_latent_steps_build_on_a_gan_step_and_a_filter_classifier_is_trained_once(tmp_path):
+    text = f"""
+[data]
+source = "demo"
+image_size = 16
+demo_images = 160
+
+[[augment]]
+name = "vanilla"
+params = {{ steps = 2, {TINY_GAN} }}
+
+[[augment]]
+name = "latent_interp"
+amount = {{ per_class = 2 }}
+params = {{ generator = "vanilla", encoder_steps = 3, encoder_batch_size = 8, encoder_channels = 8 }}
+filter = {{ model = "test_resnet", epochs = 1, batch_size = 16, threshold = 0.0 }}
+
+[[augment]]
+id = "perturb"
+name = "latent_perturb"
+amount = {{ per_class = 2 }}
+params = {{ generator = "vanilla", encoder_steps = 3, encoder_batch_size = 8, encoder_channels = 8 }}
+filter = {{ model = "test_resnet", epochs = 1, batch_size = 16, threshold = 0.0 }}
+"""
+    path = tmp_path / "latent.toml"
+    path.write_text(text)
+    recipe = load_recipe(path)
+    assert [s.id for s in recipe.order()][0] == "vanilla" and recipe.step("perturb").refs == {"generator": "vanilla"}
+    out = tmp_path / "run"
+    run(path, out)
+    stages = state(out)
+    assert len([s for s in stages if s.startswith("filter ")]) == 1  # one classifier for both steps
+    rates = stages["generate latent_interp"]["filter"]
+    assert all(v["rate"] == 1.0 and v["accepted"] >= 2 for v in rates.values())  # threshold 0 keeps all
+    shard = H5Dataset(out / "shards" / "latent_interp.h5")
+    assert len(shard) == 16 and shard.has_parent2
+    assert "Class-consistency filter of latent_interp" in (out / "report.md").read_text()

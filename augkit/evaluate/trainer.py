@@ -67,8 +67,9 @@ def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_
 
 def train_run(train_x: torch.Tensor, train_y: torch.Tensor, val: tuple[torch.Tensor, np.ndarray],
               test: tuple[torch.Tensor, np.ndarray], num_classes: int, cfg: TrainConfig, seed: int,
-              device: str, label: str = "") -> dict:
-    """Train with ``seed``; returns test metrics of the best validation epoch, and the predictions."""
+              device: str, label: str = "", keep_model: bool = False) -> dict:
+    """Train with ``seed``; returns test metrics of the best validation epoch, and the predictions
+    (and, with ``keep_model``, the model with the best epoch's weights under "model")."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -132,7 +133,9 @@ def train_run(train_x: torch.Tensor, train_y: torch.Tensor, val: tuple[torch.Ten
     train_seconds = time.perf_counter() - start_time
     model.load_state_dict(best["state"])
     test_pred = predict(model, test[0], dev, cfg.eval_batch_size)
+    extra = {"model": model.eval()} if keep_model else {}
     return {
+        **extra,
         "seed": seed,
         "best_epoch": best["epoch"],
         "history": history,

@@ -1,0 +1,104 @@
+"""The class-consistency filter: a planted classifier decides, the driver keeps only what it accepts,
+counts acceptance per class, and refuses clearly when a class cannot reach its amount."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from augkit.augment import Augmenter, Context, Samples
+from augkit.data.reader import ArrayDataset, H5Dataset
+from augkit.errors import ParamError, UserError
+from augkit.filter import ConsistencyFilter, FilterSpec
+from augkit.generate import augment_to_file
+from augkit.recipe import load_recipe
+
+
+class BrightIsClassZero(nn.Module):
+    """A planted classifier: class 0 when the image is bright, class 1 when dark (very sure of both)."""
+
+    def forward(self, x):
+        bright = (x.mean(dim=(1, 2, 3)) > 0).float()
+        return torch.stack([bright, 1 - bright], 1) * 20 - 10
+
+
+class HalfBright(Augmenter):
+    """Every other candidate bright, the rest dark; parents count up so kept ones can be traced."""
+
+    name = "half_bright"
+
+    def fit(self, train, ctx):
+        self.calls = 0
+
+    def generate(self, label, n, ctx):
+        images = np.zeros((n, 8, 8, 3), np.uint8)
+        images[::2] = 250
+        start = self.calls
+        self.calls += n
+        return Samples(images, parents=np.arange(start, start + n) % 4)
+
+
+def train_set() -> ArrayDataset:
+    return ArrayDataset(np.zeros((8, 8, 8, 3), np.uint8), np.repeat([0, 1], 4), ["light", "dark"])
+
+
+def planted(threshold=0.9, max_tries=10.0) -> ConsistencyFilter:
+    return ConsistencyFilter(BrightIsClassZero(), FilterSpec(threshold=threshold, max_tries=max_tries),
+                             ("light", "dark"), "cpu")
+
+
+def test_only_images_of_their_intended_class_are_kept_and_rates_are_counted(tmp_path):
+    filt = planted()
+    summary = augment_to_file(HalfBright(), train_set(), tmp_path / "out.h5", {"per_class": 20},
+                              Context(seed=0, device="cpu"), consistency=filt)
+    out = H5Dataset(tmp_path / "out.h5")
+    images = out.read(np.arange(len(out)))
+    assert len(out) == 40
+    assert (images[out.labels == 0] == 250).all() and (images[out.labels == 1] == 0).all()
+    for name in ("light", "dark"):
+        rate = summary["filter"][name]
+        assert rate["accepted"] >= 20 and rate["tried"] >= 40 and rate["rate"] == pytest.approx(0.5, abs=0.1)
+    assert out.provenance["filter"]["per_class"]["light"]["accepted"] == summary["filter"]["light"]["accepted"]
+
+
+def test_a_class_that_cannot_reach_its_amount_is_refused_and_nothing_is_written(tmp_path):
+    class AlwaysDark(HalfBright):
+        def generate(self, label, n, ctx):
+            return Samples(np.zeros((n, 8, 8, 3), np.uint8))
+
+    with pytest.raises(UserError, match=r"filter: class 'light': only 0 of \d+ generated images \(0.0%\) were "
+                                        r"classified as 'light' with p >= 0.9"):
+        augment_to_file(AlwaysDark(), train_set(), tmp_path / "out.h5", {"per_class": 5},
+                        Context(seed=0, device="cpu"), consistency=planted(max_tries=3))
+    assert not (tmp_path / "out.h5").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_trained_filter_saves_and_loads(tmp_path):
+    rng = np.random.default_rng(0)
+    images = np.concatenate([rng.integers(180, 256, (24, 16, 16, 3)), rng.integers(0, 70, (24, 16, 16, 3))])
+    data = ArrayDataset(images.astype(np.uint8), np.repeat([0, 1], 24), ["light", "dark"])
+    spec = FilterSpec(model="test_resnet", epochs=6, batch_size=8, lr=3e-3)
+    filt = ConsistencyFilter.train(data, data, spec, "cpu")
+    assert filt.val_metrics["val_weighted_f1"] > 0.9  # two trivially separable classes
+    filt.save(tmp_path / "f")
+    again = ConsistencyFilter.load(tmp_path / "f", "cpu")
+    np.testing.assert_allclose(again.probabilities(data.images[:6]), filt.probabilities(data.images[:6]), atol=1e-5)
+    assert again.spec == spec
+
+
+def test_recipe_filter_options_are_checked(tmp_path):
+    path = Path(tmp_path / "r.toml")
+    path.write_text('[[augment]]\nname = "classical"\namount = 0.5\nfilter = { treshold = 0.9 }\n')
+    with pytest.raises(ParamError, match=r"line 4: \[augment classical\]: unknown key 'filter.treshold'; "
+                                         r"did you mean 'threshold'"):
+        load_recipe(path)
+    path.write_text('[[augment]]\nname = "vanilla"\nfilter = true\n')
+    with pytest.raises(ParamError, match="a filter needs images to filter; this step has no 'amount'"):
+        load_recipe(path)
+    path.write_text('[[augment]]\nname = "classical"\namount = 0.5\nfilter = { threshold = 0.7, epochs = 2 }\n')
+    assert load_recipe(path).step("classical").filter == FilterSpec(threshold=0.7, epochs=2)
