@@ -448,16 +448,19 @@ def interpolate_cmd(from_dir, out_path, data_path, rows, steps, label, seed, dev
 @click.option("--input-aug", type=click.Choice(["none", "flip"]), default="flip", show_default=True)
 @click.option("--balanced-sampling", is_flag=True, help="Class-balanced batches.")
 @click.option("--class-weights", is_flag=True, help="Inverse-frequency class weights in the loss.")
+@click.option("--equal-steps", is_flag=True,
+              help="Every arm makes the baseline's number of optimiser steps (not more because it has more images).")
 @click.option("--pretrained", default=None, help="Local checkpoint file to start from (no hub downloads).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present).")
 @click.option("--bootstrap", default=1000, show_default=True, type=int, help="Resamples for the 1-seed CI.")
 def evaluate_cmd(data_path, arms, out_dir, split_path, split_seed, test_path, seeds, model, epochs, batch_size, lr,
-                 input_aug, balanced_sampling, class_weights, pretrained, device, bootstrap):
+                 input_aug, balanced_sampling, class_weights, equal_steps, pretrained, device, bootstrap):
     """Train a classifier per arm and seed; report per-class deltas against the baseline with 95% CIs."""
     from augkit.evaluate import evaluate
 
     config = {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr, "input_aug": input_aug,
-              "balanced_sampling": balanced_sampling, "class_weights": class_weights, "pretrained": pretrained}
+              "balanced_sampling": balanced_sampling, "class_weights": class_weights, "pretrained": pretrained,
+              "equal_steps": equal_steps}
     summary = evaluate(data_path, list(arms), out_dir, split=split_path, split_seed=split_seed, test=test_path,
                        seeds=seeds, config=config, device=device, n_boot=bootstrap)
     table = Table("arm", "weighted F1 (mean)", "Δ vs baseline [95% CI]")

@@ -124,7 +124,8 @@ def evaluate(
                 if done.get("settings_key") == key:
                     results[arm.name].append(done)
                     continue
-            run = train_run(x, y, val_t, test_t, num_classes, cfg, seed, device, label=arm.name)
+            run = train_run(x, y, val_t, test_t, num_classes, cfg, seed, device, label=arm.name,
+                            epoch_size=len(real_y) if cfg.equal_steps else None)
             run.update({"arm": arm.name, "settings_key": key,
                         "train_counts": np.bincount(y.numpy(), minlength=num_classes).tolist(),
                         "synthetic_rows": synthetic[arm.name].count})
@@ -141,7 +142,7 @@ def evaluate(
         "test_source": str(test) if test else "split",
         "arms": {a.name: {"shards": [str(p) for p in a.shards], "synthetic_rows": synthetic[a.name].count,
                           "runs": [{k: r[k] for k in ("seed", "best_epoch", "metrics", "history", "train_seconds",
-                                                      "train_images_per_s", "train_counts")}
+                                                      "train_images_per_s", "train_counts", "optimizer_steps")}
                                    for r in results[a.name]]} for a in arms},
         "deltas": comparison,
     }

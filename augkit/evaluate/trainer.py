@@ -35,6 +35,9 @@ class TrainConfig:
     class_weights: bool = field(default=False, metadata={"help": "weight the loss by inverse class frequency"})
     pretrained: str | None = field(default=None, metadata={"help": "local checkpoint file; hub weights are refused"})
     eval_batch_size: int = field(default=256, metadata={"min": 1})
+    equal_steps: bool = field(default=False, metadata={
+        "help": "every arm makes the baseline's number of optimiser steps (an epoch = as many images as the "
+                "real training split), so a gain cannot come from longer training alone"})
 
 
 def _to_input(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -67,9 +70,10 @@ def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_
 
 def train_run(train_x: torch.Tensor, train_y: torch.Tensor, val: tuple[torch.Tensor, np.ndarray],
               test: tuple[torch.Tensor, np.ndarray], num_classes: int, cfg: TrainConfig, seed: int,
-              device: str, label: str = "", keep_model: bool = False) -> dict:
+              device: str, label: str = "", keep_model: bool = False, epoch_size: int | None = None) -> dict:
     """Train with ``seed``; returns test metrics of the best validation epoch, and the predictions
-    (and, with ``keep_model``, the model with the best epoch's weights under "model")."""
+    (and, with ``keep_model``, the model with the best epoch's weights under "model"). ``epoch_size``:
+    images per epoch (default: all of ``train_x``); fewer draws a fresh random subset each epoch."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -81,7 +85,7 @@ def train_run(train_x: torch.Tensor, train_y: torch.Tensor, val: tuple[torch.Ten
         weight = torch.tensor(counts.sum() / (num_classes * np.maximum(counts, 1)), dtype=torch.float32, device=dev)
     loss_fn = nn.CrossEntropyLoss(weight=weight)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, len(train_y) // cfg.batch_size)
+    steps_per_epoch = max(1, min(epoch_size or len(train_y), len(train_y)) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
     amp = dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -137,6 +141,7 @@ def train_run(train_x: torch.Tensor, train_y: torch.Tensor, val: tuple[torch.Ten
     return {
         **extra,
         "seed": seed,
+        "optimizer_steps": cfg.epochs * steps_per_epoch,
         "best_epoch": best["epoch"],
         "history": history,
         "metrics": classification_metrics(test[1], test_pred, num_classes),
