@@ -164,8 +164,11 @@ def train_gan(
 
     G.to(dev).to(memory_format=torch.channels_last)
     D.to(dev).to(memory_format=torch.channels_last)
-    opt_g = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], lr=cfg.lr_g, betas=cfg.betas_g)
-    opt_d = torch.optim.Adam([p for p in D.parameters() if p.requires_grad], lr=cfg.lr_d, betas=cfg.betas_d)
+    # fused Adam: one kernel for all parameters (CPU and CUDA), fewer passes over memory per step
+    opt_g = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], lr=cfg.lr_g, betas=cfg.betas_g,
+                             fused=True)
+    opt_d = torch.optim.Adam([p for p in D.parameters() if p.requires_grad], lr=cfg.lr_d, betas=cfg.betas_d,
+                             fused=True)
     ema = EMA(G, decay=cfg.ema_decay, warmup=True) if cfg.ema_decay > 0 else None
 
     torch.manual_seed(seed)  # dropout and anything else drawing from the global generator
