@@ -185,3 +185,19 @@ def test_paths_in_the_file_are_relative_to_it_and_set_paths_to_the_cwd(tmp_path,
     assert load_recipe(path).data.source == str((tmp_path / "sub" / "images").resolve())
     monkeypatch.chdir(tmp_path)
     assert load_recipe(path, ["data.source=other"]).data.source == str((tmp_path / "other").resolve())
+
+
+def test_an_external_test_set_replaces_the_test_split(tmp_path):
+    from conftest import write_dataset
+
+    locked = write_dataset(tmp_path / "locked.h5")
+    path = write(tmp_path, '[data]\ntest = "locked.h5"\n')
+    recipe = load_recipe(path)
+    assert recipe.data.test == str(locked.resolve())
+    assert recipe.data.split == {"train": 0.8, "val": 0.2}
+    path = write(tmp_path, '[data]\ntest = "locked.h5"\nsplit = { train = 0.7, val = 0.15, test = 0.15 }\n')
+    with pytest.raises(ParamError, match="split has a test part but data.test gives a fixed test set"):
+        load_recipe(path)
+    path = write(tmp_path, '[data]\ntest = "missing.h5"\n')
+    with pytest.raises(ParamError, match=r"line 2: \[data\]: test '.*missing.h5': no such file"):
+        load_recipe(path)
