@@ -17,10 +17,7 @@ from augkit.runner import run_recipe
 from conftest import run_cli
 
 TINY_GAN = "g_channels = 16, d_channels = 8, batch_size = 16, sample_every = 2, checkpoint_every = 2"
-RECIPE = f"""
-[recipe]
-name = "tiny"
-
+DATA_AND_GAN = f"""
 [data]
 source = "demo"
 image_size = 16
@@ -29,6 +26,8 @@ demo_images = 160
 [[augment]]
 name = "vanilla"
 params = {{ steps = 4, {TINY_GAN} }}
+"""
+RECIPE = '[recipe]\nname = "tiny"\n' + DATA_AND_GAN + f"""
 
 [[augment]]
 name = "classical"
@@ -216,28 +215,19 @@ def test_a_device_that_is_not_there_is_refused_before_any_work(tmp_path):
 
 
 def test_latent_steps_build_on_a_gan_step_and_a_filter_classifier_is_trained_once(tmp_path):
-    text = f"""
-[data]
-source = "demo"
-image_size = 16
-demo_images = 160
-
-[[augment]]
-name = "vanilla"
-params = {{ steps = 2, {TINY_GAN} }}
-
+    text = DATA_AND_GAN + """
 [[augment]]
 name = "latent_interp"
-amount = {{ per_class = 2 }}
-params = {{ generator = "vanilla", encoder_steps = 3, encoder_batch_size = 8, encoder_channels = 8 }}
-filter = {{ model = "test_resnet", epochs = 1, batch_size = 16, threshold = 0.0 }}
+amount = { per_class = 2 }
+params = { generator = "vanilla", encoder_steps = 3, encoder_batch_size = 8, encoder_channels = 8 }
+filter = { model = "test_resnet", epochs = 1, batch_size = 16, threshold = 0.0 }
 
 [[augment]]
 id = "perturb"
 name = "latent_perturb"
-amount = {{ per_class = 2 }}
-params = {{ generator = "vanilla", encoder_steps = 3, encoder_batch_size = 8, encoder_channels = 8 }}
-filter = {{ model = "test_resnet", epochs = 1, batch_size = 16, threshold = 0.0 }}
+amount = { per_class = 2 }
+params = { generator = "vanilla", encoder_steps = 3, encoder_batch_size = 8, encoder_channels = 8 }
+filter = { model = "test_resnet", epochs = 1, batch_size = 16, threshold = 0.0 }
 """
     path = tmp_path / "latent.toml"
     path.write_text(text)

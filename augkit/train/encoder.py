@@ -9,7 +9,6 @@ reconstruction side by side), ``losses.csv`` and ``losses.png``.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import time
@@ -24,7 +23,7 @@ from torch import nn
 from augkit.errors import UserError
 from augkit.progress import track
 from augkit.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
-from augkit.train.gan import StopFlag, plot_losses, save_grid, to_input, to_uint8
+from augkit.train.gan import StopFlag, checkpoint_path, plot_losses, save_grid, to_input, to_uint8, write_history
 
 
 @dataclass(frozen=True)
@@ -69,11 +68,7 @@ def train_encoder(E: nn.Module, G: nn.Module, images: torch.Tensor, labels: torc
     """
     run_dir = Path(run_dir)
     dev = torch.device(device)
-    ckpt_path = run_dir / "checkpoints" / "latest.pt"
-    if ckpt_path.exists() and not resume:
-        raise UserError(f"{run_dir}: holds an encoder run already; resume it (--resume) or choose another folder")
-    if resume and not ckpt_path.exists():
-        raise UserError(f"{run_dir}: no checkpoint to resume from ({ckpt_path} is missing)")
+    ckpt_path = checkpoint_path(run_dir, resume)
     n = len(images)
     if n < 2:
         raise UserError(f"encoder training needs at least 2 images, got {n}")
@@ -109,11 +104,7 @@ def train_encoder(E: nn.Module, G: nn.Module, images: torch.Tensor, labels: torc
     def checkpoint(step: int) -> None:
         save_checkpoint(ckpt_path, {"step": step, "E": E.state_dict(), "opt": opt.state_dict(),
                                     "rng": rng_state(np_rng=np_rng), "history": json.dumps(history)}, kind=kind)
-        with open(run_dir / "losses.csv", "w", newline="") as f:
-            if history:
-                writer = csv.DictWriter(f, fieldnames=list(history[0]))
-                writer.writeheader()
-                writer.writerows(history)
+        write_history(history, run_dir / "losses.csv")
 
     E.train()
     total, count, t0 = 0.0, 0, time.perf_counter()

@@ -102,6 +102,25 @@ def plot_losses(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def checkpoint_path(run_dir: Path, resume: bool) -> Path:
+    """The run's checkpoint file, after checking that the folder suits a new run or a resumed one."""
+    path = run_dir / "checkpoints" / "latest.pt"
+    if path.exists() and not resume:
+        raise UserError(f"{run_dir}: holds a run already; resume it (--resume) or choose another folder")
+    if resume and not path.exists():
+        raise UserError(f"{run_dir}: no checkpoint to resume from ({path} is missing)")
+    return path
+
+
+def write_history(history: list[dict], path: Path) -> None:
+    """The logged rows (step, losses, images/s) as CSV."""
+    with open(path, "w", newline="") as f:
+        if history:
+            writer = csv.DictWriter(f, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+
+
 class StopFlag:
     """Ctrl-C asks the loop to stop after the current step, so the checkpoint it saves is consistent."""
 
@@ -150,11 +169,7 @@ def train_gan(
     """
     run_dir = Path(run_dir)
     dev = torch.device(device)
-    ckpt_path = run_dir / "checkpoints" / "latest.pt"
-    if ckpt_path.exists() and not resume:
-        raise UserError(f"{run_dir}: holds a run already; resume it (--resume) or choose another folder")
-    if resume and not ckpt_path.exists():
-        raise UserError(f"{run_dir}: no checkpoint to resume from ({ckpt_path} is missing)")
+    ckpt_path = checkpoint_path(run_dir, resume)
     if conditional and labels is None:
         raise ValueError("conditional training needs labels")
     n = len(images)
@@ -243,11 +258,7 @@ def train_gan(
         if ema is not None:
             state["ema"] = ema.state_dict()
         save_checkpoint(ckpt_path, state, kind=kind)
-        with open(run_dir / "losses.csv", "w", newline="") as f:
-            if history:
-                writer = csv.DictWriter(f, fieldnames=list(history[0]))
-                writer.writeheader()
-                writer.writerows(history)
+        write_history(history, run_dir / "losses.csv")
 
     G.train()
     D.train()
