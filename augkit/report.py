@@ -138,6 +138,8 @@ def run_markdown(out: Path, recipe, state: dict) -> str:
             note = "trained here (now cached)"
         elif "rows" in info:
             note = f"{info['rows']} images"
+        elif info.get("reused_runs"):
+            note = "classifier runs reused from the cache: " + ", ".join(info["reused_runs"])
         lines.append(f"| {name} | {info['seconds']:.1f} | {note} |")
     total = sum(info["seconds"] for info in stages.values())
     lines += ["", f"Total wall time of the stages: {total:.0f} s (the stages of an interrupted run count once).", ""]

@@ -356,10 +356,14 @@ class Runner:
         arms = [Arm(name, tuple(self.out / "shards" / f"{s}.h5" for s in self.recipe.arm_steps(name)))
                 for name in spec.arms]
         summary = evaluate(self.data_path, arms, self.out / "evaluate", split=self.split, test=self.recipe.data.test,
-                           seeds=spec.seeds, config=spec.config, device=self.device, n_boot=spec.bootstrap)
+                           seeds=spec.seeds, config=spec.config, device=self.device, n_boot=spec.bootstrap,
+                           run_cache=self.cache.root / "classifier-runs")
+        if summary["reused_runs"]:
+            self.say(f"evaluate: reused finished classifier runs from the cache ({', '.join(summary['reused_runs'])}): "
+                     "same data, split, settings, seed and synthetic images")
         headline = {name: float(np.mean([r["metrics"]["weighted_f1"] for r in arm["runs"]]))
                     for name, arm in summary["arms"].items()}
-        return {"weighted_f1": headline}
+        return {"weighted_f1": headline, "reused_runs": summary["reused_runs"]}
 
     def _report(self) -> dict:
         from augkit.report import write_run_report

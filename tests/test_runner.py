@@ -242,3 +242,21 @@ filter = { model = "test_resnet", epochs = 1, batch_size = 16, threshold = 0.0 }
     shard = H5Dataset(out / "shards" / "latent_interp.h5")
     assert len(shard) == 16 and shard.has_parent2
     assert "Class-consistency filter of latent_interp" in (out / "report.md").read_text()
+
+
+def test_a_baseline_trained_for_one_recipe_is_reused_by_another_on_the_same_data(tmp_path):
+    text = DATA_AND_GAN.replace("[[augment]]\nname = \"vanilla\"", "[[augment]]\nname = \"classical\"\namount = 0.5") \
+        .replace(f"params = {{ steps = 4, {TINY_GAN} }}", "")
+    text += '\n[evaluate]\nmodel = "test_resnet"\nepochs = 1\nbatch_size = 16\nbootstrap = 100\n'
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    first, second = tmp_path / "first", tmp_path / "second"
+    run(path, first)
+    assert state(first)["evaluate"]["reused_runs"] == []
+    run(path, second, ["augment.classical.amount=0.25"])  # other synthetic images, the same baseline
+    assert state(second)["evaluate"]["reused_runs"] == ["baseline seed 0"]
+    a = json.loads((first / "evaluate" / "metrics.json").read_text())["arms"]
+    b = json.loads((second / "evaluate" / "metrics.json").read_text())["arms"]
+    assert a["baseline"]["runs"] == b["baseline"]["runs"]
+    assert a["classical"]["synthetic_rows"] == 2 * b["classical"]["synthetic_rows"]
+    assert "reused from the cache: baseline seed 0" in (second / "report.md").read_text()

@@ -49,8 +49,14 @@ def evaluate(
     config: TrainConfig | dict | None = None,
     device: str | None = None,
     n_boot: int = 1000,
+    run_cache: str | Path | None = None,
 ) -> dict:
-    """Train and test one classifier per arm and seed; write metrics.json, report.md and plots to ``out_dir``."""
+    """Train and test one classifier per arm and seed; write metrics.json, report.md and plots to ``out_dir``.
+
+    ``run_cache``: a folder of finished runs shared between evaluations. A run is reused from it when the
+    settings, data, split, test set, seed and the arm's synthetic shards (by content fingerprint) all
+    match, so e.g. a baseline trained for one recipe serves every other recipe on the same data.
+    """
     cfg = parse_params(TrainConfig, config if not isinstance(config, TrainConfig) else dataclasses.asdict(config),
                        where="evaluate")
     from augkit.evaluate.models import create_classifier
@@ -113,7 +119,10 @@ def evaluate(
     test_t = (torch.from_numpy(test_ds.read(np.arange(len(test_ds)))), test_labels)
     num_classes = len(base.class_names)
     results: dict[str, list[dict]] = {a.name: [] for a in arms}
+    reused: list[str] = []
+    cache = Path(run_cache) if run_cache is not None else None
     for arm in arms:
+        shard_prints = sorted(H5Dataset(p).info.fingerprint for p in arm.shards)
         extra_x, extra_y = synthetic[arm.name].read_all()
         x = real_x if extra_x is None else torch.cat([real_x, torch.from_numpy(extra_x)])
         y = real_y if extra_x is None else torch.cat([real_y, torch.from_numpy(extra_y)])
@@ -124,12 +133,26 @@ def evaluate(
                 if done.get("settings_key") == key:
                     results[arm.name].append(done)
                     continue
+            run_key = hashlib.sha256(json.dumps([key, shard_prints, seed]).encode()).hexdigest()[:24]
+            cached = cache / f"{run_key}.json" if cache is not None else None
+            if cached is not None and cached.is_file():
+                done = {**json.loads(cached.read_text()), "arm": arm.name, "reused_from": str(cached)}
+                _atomic_json(path, done)
+                results[arm.name].append(done)
+                reused.append(f"{arm.name} seed {seed}")
+                continue
             run = train_run(x, y, val_t, test_t, num_classes, cfg, seed, device, label=arm.name,
                             epoch_size=len(real_y) if cfg.equal_steps else None)
             run.update({"arm": arm.name, "settings_key": key,
                         "train_counts": np.bincount(y.numpy(), minlength=num_classes).tolist(),
                         "synthetic_rows": synthetic[arm.name].count})
             _atomic_json(path, run)
+            if cached is not None:
+                try:
+                    cache.mkdir(parents=True, exist_ok=True)
+                    _atomic_json(cached, run)
+                except OSError:
+                    pass  # a cache that cannot be written costs time later, never a result
             results[arm.name].append(run)
 
     comparison = {a.name: compare_arms(results[BASELINE], results[a.name], num_classes, n_boot=n_boot)
@@ -145,6 +168,7 @@ def evaluate(
                                                       "train_images_per_s", "train_counts", "optimizer_steps")}
                                    for r in results[a.name]]} for a in arms},
         "deltas": comparison,
+        "reused_runs": reused,
     }
     _atomic_json(out_dir / "metrics.json", summary)
     from augkit.evaluate.report import write_report
