@@ -136,9 +136,9 @@ class Augmenter(abc.ABC):
         (path / "augmenter.json").write_text(json.dumps(meta, indent=2))
         return path
 
-    @classmethod
-    def load(cls, path: str | Path) -> "Augmenter":
-        """Rebuild a saved augmenter (subclasses with weights extend this)."""
+    @staticmethod
+    def saved_meta(path: str | Path) -> dict:
+        """The augmenter.json of a saved augmenter folder: its name and parameters."""
         meta_path = Path(path) / "augmenter.json"
         try:
             meta = json.loads(meta_path.read_text())
@@ -146,6 +146,15 @@ class Augmenter(abc.ABC):
             raise DataError(f"{meta_path}: no saved augmenter here") from None
         except ValueError as exc:
             raise DataError(f"{meta_path}: not valid JSON ({exc})") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("augmenter"), str):
+            raise DataError(f"{meta_path}: names no augmenter; not a saved augmenter folder")
+        return meta
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Augmenter":
+        """Rebuild a saved augmenter (subclasses with weights extend this)."""
+        meta_path = Path(path) / "augmenter.json"
+        meta = cls.saved_meta(path)
         if meta.get("augmenter") != cls.name:
             raise DataError(f"{meta_path}: holds augmenter '{meta.get('augmenter')}', not '{cls.name}'")
         return cls(meta.get("params", {}))

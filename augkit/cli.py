@@ -380,18 +380,13 @@ def augment_cmd(name, data_path, out_path, amount, per_class, balance_to, split_
 def interpolate_cmd(from_dir, out_path, data_path, rows, steps, label, seed, device, force):
     """Render a strip of images between two images (through the encoder) or two random latents."""
     from augkit.data.reader import H5Dataset
-    from augkit.registry import get_registry
+    from augkit.registry import load_augmenter
     from augkit.train.gan import save_grid
 
     _out_path(out_path, force)
-    meta = from_dir / "augmenter.json"
-    try:
-        name = json.loads(meta.read_text())["augmenter"]
-    except (OSError, ValueError, KeyError):
-        raise UserError(f"{from_dir}: not a saved augmenter folder ({meta} is missing or unreadable)") from None
-    augmenter = get_registry().get(name).cls.load(from_dir)
+    augmenter = load_augmenter(from_dir)
     if not hasattr(augmenter, "interpolate"):
-        raise UserError(f"augmenter '{name}' cannot interpolate; use a GAN or latent_interp/latent_perturb")
+        raise UserError(f"augmenter '{augmenter.name}' cannot interpolate; use a GAN or latent_interp/latent_perturb")
     images, class_names, label_index = None, None, None
     if rows is not None:
         if data_path is None:

@@ -58,6 +58,13 @@ def check_samples(augmenter: Augmenter, out: Any, n: int, image_size: tuple[int,
     return Samples(images, parents.astype(np.int64))
 
 
+def generate_checked(augmenter: Augmenter, label: int, n: int, ctx: Context,
+                     image_size: tuple[int, int]) -> Samples:
+    """``augmenter.generate(label, n, ctx)``, with a crash or a malformed result blamed on the plugin."""
+    out = call_plugin(augmenter, "generate", lambda: augmenter.generate(label, n, ctx))
+    return check_samples(augmenter, out, n, image_size)
+
+
 def fit_augmenter(augmenter: Augmenter, train: ImageDataset, ctx: Context) -> None:
     call_plugin(augmenter, "fit", lambda: augmenter.fit(train, ctx))
 
@@ -144,8 +151,7 @@ def augment_to_file(
                 n = min(GENERATE_BATCH, int(n_label) - start)
                 sub = ctx.child(label, b)
                 if consistency is None:
-                    out_batch = call_plugin(augmenter, "generate", lambda: augmenter.generate(label, n, sub))
-                    samples = check_samples(augmenter, out_batch, n, train.image_size)
+                    samples = generate_checked(augmenter, label, n, sub, train.image_size)
                 else:
                     samples = _filtered(augmenter, consistency, label, n, sub, train, int(n_label))
                 parents = samples.parents if samples.parents.ndim == 2 else samples.parents[:, None]
@@ -182,10 +188,8 @@ def _filtered(augmenter: Augmenter, consistency, label: int, n: int, ctx: Contex
                 f"as '{name}' with p >= {consistency.spec.threshold}; {class_total} are requested, more than "
                 f"max_tries = {consistency.spec.max_tries} candidates per image can give. Lower the filter's "
                 "threshold or the amount, or train the generator longer")
-        sub = ctx.child(attempt)
+        batch = generate_checked(augmenter, label, ask, ctx.child(attempt), train.image_size)
         attempt += 1
-        out = call_plugin(augmenter, "generate", lambda: augmenter.generate(label, ask, sub))
-        batch = check_samples(augmenter, out, ask, train.image_size)
         keep = consistency.accept(batch.images, label)
         images.append(batch.images[keep])
         parents.append(batch.parents[keep])

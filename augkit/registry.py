@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import inspect
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pluggy
 
@@ -162,6 +163,11 @@ def get_registry(*, reload: bool = False) -> Registry:
 def get_augmenter(name: str, params: object = None) -> Augmenter:
     """Create an installed augmenter by name: ``get_augmenter("classical", {"rotate": 90})``."""
     return get_registry().create(name, params)
+
+
+def load_augmenter(path: str | Path) -> Augmenter:
+    """A saved augmenter of any installed kind, rebuilt by the class its augmenter.json names."""
+    return get_registry().get(Augmenter.saved_meta(path)["augmenter"]).cls.load(path)
 
 
 def list_plugins() -> list[PluginInfo]:

@@ -14,7 +14,7 @@ import re
 import time
 from pathlib import Path
 
-from augkit import __version__
+from augkit import __version__, atomic
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -203,8 +203,5 @@ def write_run_report(out: Path, recipe, state: dict) -> list[Path]:
     text = run_markdown(out, recipe, state)
     md = out / "report.md"
     md.write_text(text, encoding="utf-8")
-    page = out / "report.html"
-    tmp = page.with_name(".report.html.partial")
-    tmp.write_text(markdown_to_html(text, out, f"augkit run: {recipe.name}"), encoding="utf-8")
-    tmp.replace(page)
+    page = atomic.write_text(out / "report.html", markdown_to_html(text, out, f"augkit run: {recipe.name}"))
     return [md, page]

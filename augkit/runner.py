@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from augkit import __version__
+from augkit import __version__, atomic
 from augkit.augment import Context, check_device
 from augkit.data.reader import H5Dataset, ImageDataset
 from augkit.data.split import Split, stratified_split
@@ -49,19 +49,10 @@ def cache_root() -> Path:
     return Path(base) / "augkit" / "models"
 
 
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    tmp.replace(path)
-
-
 def _copy_run(src: Path, dst: Path) -> None:
     """Copy a step's folder without its checkpoints (the trained augmenter/ is what is reused), atomically."""
-    tmp = dst.with_name(f".{dst.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoints", ".*.partial"))
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.replace(dst)
+    with atomic.folder(dst) as tmp:
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoints", ".*.partial"))
 
 
 class ModelCache:
@@ -80,7 +71,7 @@ class ModelCache:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             _copy_run(run_dir, entry)
-            _atomic_json(entry / "cache.json", record)
+            atomic.write_json(entry / "cache.json", record)
         except OSError:
             return None
         return entry
@@ -102,7 +93,7 @@ class RunState:
     def mark(self, stage: str, seconds: float, **info) -> None:
         self.data["stages"][stage] = {"seconds": round(seconds, 2), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                                       **info}
-        _atomic_json(self.path, self.data)
+        atomic.write_json(self.path, self.data)
 
 
 class Runner:
@@ -153,12 +144,12 @@ class Runner:
         self.out.mkdir(parents=True, exist_ok=True)
         if not self.resume:
             shutil.copyfile(self.recipe.path, self.out / "recipe.toml")
-            _atomic_json(resolved, self.recipe.resolved)
+            atomic.write_json(resolved, self.recipe.resolved)
         self.state = RunState(state_file)
         self.state.data.setdefault("commands", []).append(
             {"command": self.command or f"run_recipe({str(self.recipe.path)!r})", "device": self.device,
              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "augkit": __version__})
-        _atomic_json(state_file, self.state.data)
+        atomic.write_json(state_file, self.state.data)
 
     def _stage(self, name: str, fn: Callable[[], dict | None], **match) -> dict:
         """Run ``fn`` unless the stage already finished (with the same ``match`` values)."""
@@ -253,10 +244,8 @@ class Runner:
                 self.say(f"step {step.id}: {'resuming' if resume else 'training'} '{step.name}' on "
                          f"{len(train)} training images")
                 fit_augmenter(augmenter, train, self._context(step, step_dir, resume))
-                tmp = step_dir / ".augmenter.partial"
-                shutil.rmtree(tmp, ignore_errors=True)
-                augmenter.save(tmp)
-                tmp.replace(step_dir / "augmenter")
+                with atomic.folder(step_dir / "augmenter") as tmp:
+                    augmenter.save(tmp)
                 if augmenter.conditional:
                     self._diversity(step, augmenter, train, step_dir)
                 stored = self.cache.put(key, step_dir, {"step": step.id, "augmenter": step.name,
@@ -308,11 +297,8 @@ class Runner:
             self.say(f"filter: training a {spec.model} classifier on the real training split ({spec.epochs} epochs)")
             consistency = ConsistencyFilter.train(self._train_rows(), self.split.apply(self.base, "val"), spec,
                                                   self.device)
-            tmp = folder.with_name(f".{key}.partial")
-            shutil.rmtree(tmp, ignore_errors=True)
-            consistency.save(tmp)
-            shutil.rmtree(folder, ignore_errors=True)
-            tmp.replace(folder)
+            with atomic.folder(folder) as tmp:
+                consistency.save(tmp)
             return {"path": str(folder), **consistency.val_metrics}
 
         folder.parent.mkdir(exist_ok=True)

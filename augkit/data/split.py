@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from augkit import atomic
 from augkit.data.reader import ImageDataset
 from augkit.data.schema import SPLIT_NAMES
 from augkit.errors import DataError
@@ -105,11 +106,7 @@ class Split:
         }
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.partial")
-        tmp.write_text(json.dumps(self.to_json()))
-        tmp.replace(path)
-        return path
+        return atomic.write_json(path, self.to_json(), indent=None)
 
     @classmethod
     def load(cls, path: str | Path, *, fingerprint: str | None = None) -> "Split":

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from augkit import atomic
 from augkit.augment import check_device
 from augkit.data.reader import H5Dataset
 from augkit.data.schema import REAL
@@ -23,12 +24,6 @@ from augkit.evaluate.arms import BASELINE, Arm, class_mapping, synthetic_rows
 from augkit.evaluate.metrics import compare_arms
 from augkit.evaluate.trainer import TrainConfig, train_run
 from augkit.params import parse_params
-
-
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
 
 
 def _real_only(ds, what: str):
@@ -122,7 +117,7 @@ def evaluate(
     reused: list[str] = []
     cache = Path(run_cache) if run_cache is not None else None
     for arm in arms:
-        shard_prints = sorted(H5Dataset(p).info.fingerprint for p in arm.shards)
+        shard_prints = sorted(view.info.fingerprint for view in synthetic[arm.name].views)
         extra_x, extra_y = synthetic[arm.name].read_all()
         x = real_x if extra_x is None else torch.cat([real_x, torch.from_numpy(extra_x)])
         y = real_y if extra_x is None else torch.cat([real_y, torch.from_numpy(extra_y)])
@@ -137,7 +132,7 @@ def evaluate(
             cached = cache / f"{run_key}.json" if cache is not None else None
             if cached is not None and cached.is_file():
                 done = {**json.loads(cached.read_text()), "arm": arm.name, "reused_from": str(cached)}
-                _atomic_json(path, done)
+                atomic.write_json(path, done)
                 results[arm.name].append(done)
                 reused.append(f"{arm.name} seed {seed}")
                 continue
@@ -146,11 +141,11 @@ def evaluate(
             run.update({"arm": arm.name, "settings_key": key,
                         "train_counts": np.bincount(y.numpy(), minlength=num_classes).tolist(),
                         "synthetic_rows": synthetic[arm.name].count})
-            _atomic_json(path, run)
+            atomic.write_json(path, run)
             if cached is not None:
                 try:
                     cache.mkdir(parents=True, exist_ok=True)
-                    _atomic_json(cached, run)
+                    atomic.write_json(cached, run)
                 except OSError:
                     pass  # a cache that cannot be written costs time later, never a result
             results[arm.name].append(run)
@@ -170,7 +165,7 @@ def evaluate(
         "deltas": comparison,
         "reused_runs": reused,
     }
-    _atomic_json(out_dir / "metrics.json", summary)
+    atomic.write_json(out_dir / "metrics.json", summary)
     from augkit.evaluate.report import write_report
 
     write_report(summary, out_dir)

@@ -196,15 +196,14 @@ def write_diversity_report(augmenter, train, ctx, out_dir, n: int = 100) -> list
     from pathlib import Path
 
     from augkit.data.reader import ArrayDataset
-    from augkit.generate import call_plugin, check_samples
+    from augkit.generate import generate_checked
 
     out_dir = Path(out_dir)
     images, labels = [], []
     for label in range(train.num_classes):
         if (train.labels == label).sum() == 0:
             continue
-        batch = call_plugin(augmenter, "generate", lambda: augmenter.generate(label, n, ctx.child(9999, label)))
-        images.append(check_samples(augmenter, batch, n, train.image_size).images)
+        images.append(generate_checked(augmenter, label, n, ctx.child(9999, label), train.image_size).images)
         labels.append(np.full(n, label))
     fake = ArrayDataset(np.concatenate(images), np.concatenate(labels), train.class_names)
     rows = class_diversity(train, fake, n=n)

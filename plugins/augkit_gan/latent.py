@@ -61,18 +61,12 @@ class InterpParams(LatentParams):
 
 def load_gan(path: str | Path) -> Augmenter:
     """A saved GAN augmenter of any kind, by the name in its augmenter.json."""
-    from augkit.registry import get_registry
+    from augkit.registry import load_augmenter
 
-    meta_path = Path(path) / "augmenter.json"
-    try:
-        name = json.loads(meta_path.read_text())["augmenter"]
-    except FileNotFoundError:
-        raise DataError(f"{meta_path}: no saved augmenter here (train a GAN first: augkit train vanilla ...)") from None
-    except (ValueError, KeyError) as exc:
-        raise DataError(f"{meta_path}: not a saved augmenter ({exc})") from None
+    name = Augmenter.saved_meta(path)["augmenter"]
     if name not in GAN_NAMES:
         raise DataError(f"{path}: holds augmenter '{name}'; latent augmenters need a GAN ({', '.join(GAN_NAMES)})")
-    return get_registry().get(name).cls.load(path)
+    return load_augmenter(path)
 
 
 class _LatentAugmenter(Augmenter):
