@@ -184,3 +184,28 @@ def test_interpolate_renders_a_strip_between_two_images_or_two_random_latents(se
     result = run_cli("interpolate", "--from", str(saved), "--rows", "1,2", "--out", str(tmp_path / "y.png"))
     assert result.returncode == 2 and "--rows needs --data" in result.stderr
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.png").exists()
+
+
+def test_an_interpolator_can_reuse_the_encoder_of_a_perturbation_step(setup, tmp_path):
+    donor = fitted(setup, "latent_perturb", gan="cgan", tmp_path=tmp_path)
+    saved = donor.save(tmp_path / "perturb")
+    interp = get_augmenter("latent_interp", {"encoder": str(saved)})
+    interp.fit(setup["train"], Context(seed=0, device="cpu", workdir=tmp_path / "interp-run"))
+    assert not (tmp_path / "interp-run" / "latent_interp").exists(), "no second encoder was trained"
+    assert all(torch.equal(a, b) for a, b in zip(donor.E.state_dict().values(), interp.E.state_dict().values()))
+    assert interp.gan.conditional and interp.report["encoder_from"] == str(saved)
+    out = interp.generate(3, 4, Context(seed=1, device="cpu"))
+    assert out.images.shape == (4, 16, 16, 3) and out.parents.shape == (4, 2)
+    # it saves and loads like one that trained its own encoder
+    again = type(interp).load(interp.save(tmp_path / "interp"))
+    again.prepare(setup["train"], Context(seed=0, device="cpu"))
+    np.testing.assert_array_equal(again.generate(3, 4, Context(seed=1, device="cpu")).images, out.images)
+
+
+def test_a_shared_encoder_must_come_from_a_latent_augmenter_and_excludes_a_generator(setup, tmp_path):
+    with pytest.raises(DataError, match="holds augmenter 'vanilla'; 'encoder' needs a latent augmenter"):
+        get_augmenter("latent_interp", {"encoder": str(setup["gans"]["vanilla"])}).fit(setup["train"], Context(seed=0))
+    saved = fitted(setup, "latent_perturb", tmp_path=tmp_path).save(tmp_path / "perturb")
+    both = {"encoder": str(saved), "generator": str(setup["gans"]["vanilla"])}
+    with pytest.raises(UserError, match="give 'generator' or 'encoder', not both"):
+        get_augmenter("latent_interp", both).fit(setup["train"], Context(seed=0))

@@ -219,7 +219,7 @@ def test_latent_steps_build_on_a_gan_step_and_a_filter_classifier_is_trained_onc
 [[augment]]
 name = "latent_interp"
 amount = { per_class = 2 }
-params = { generator = "vanilla", encoder_steps = 3, encoder_batch_size = 8, encoder_channels = 8 }
+params = { encoder = "perturb" }  # reuses the perturbation step's encoder: one encoder training
 filter = { model = "test_resnet", epochs = 1, batch_size = 16, threshold = 0.0 }
 
 [[augment]]
@@ -232,7 +232,9 @@ filter = { model = "test_resnet", epochs = 1, batch_size = 16, threshold = 0.0 }
     path = tmp_path / "latent.toml"
     path.write_text(text)
     recipe = load_recipe(path)
-    assert [s.id for s in recipe.order()][0] == "vanilla" and recipe.step("perturb").refs == {"generator": "vanilla"}
+    assert [s.id for s in recipe.order()] == ["vanilla", "perturb", "latent_interp"]
+    assert recipe.step("perturb").refs == {"generator": "vanilla"}
+    assert recipe.step("latent_interp").refs == {"encoder": "perturb"}
     out = tmp_path / "run"
     run(path, out)
     stages = state(out)
@@ -242,6 +244,7 @@ filter = { model = "test_resnet", epochs = 1, batch_size = 16, threshold = 0.0 }
     shard = H5Dataset(out / "shards" / "latent_interp.h5")
     assert len(shard) == 16 and shard.has_parent2
     assert "Class-consistency filter of latent_interp" in (out / "report.md").read_text()
+    assert not (out / "steps" / "latent_interp" / "latent_interp").exists()  # no second encoder trained
 
 
 def test_a_baseline_trained_for_one_recipe_is_reused_by_another_on_the_same_data(tmp_path):

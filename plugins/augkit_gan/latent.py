@@ -30,6 +30,7 @@ from augkit.train.gan import to_input, to_uint8
 from augkit_gan.networks import Encoder
 
 GAN_NAMES = ("vanilla", "acgan", "cgan")
+LATENT_NAMES = ("latent_perturb", "latent_interp")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,10 @@ class LatentParams:
     generator: str | None = field(default=None, metadata={
         "help": "folder of a saved GAN augmenter (vanilla, acgan or cgan); in a recipe: that step's id",
         AUGMENTER_REF: GAN_NAMES})
+    encoder: str | None = field(default=None, metadata={
+        "help": "folder of a saved latent augmenter whose encoder (and generator) to reuse instead of "
+                "training one; in a recipe: that step's id. Excludes 'generator'",
+        AUGMENTER_REF: LATENT_NAMES})
     encoder_steps: int = field(default=1000, metadata={"min": 1, "help": "encoder training updates"})
     encoder_batch_size: int = field(default=64, metadata={"min": 2})
     encoder_lr: float = field(default=1e-3, metadata={"min": 0})
@@ -81,9 +86,12 @@ class _LatentAugmenter(Augmenter):
 
     # -- fit: the encoder ------------------------------------------------------------------------
     def fit(self, train: ImageDataset, ctx: Context) -> None:
+        if self.params.encoder is not None:
+            self._share_encoder(train)
+            return
         if self.params.generator is None:
             raise UserError(f"augmenter '{self.name}': set 'generator' to the folder of a saved GAN "
-                            "(or, in a recipe, to the id of a GAN step)")
+                            "(or, in a recipe, to the id of a GAN step), or 'encoder' to a saved latent augmenter")
         self.gan = load_gan(self.params.generator)
         G = self.gan.G
         if G.size != train.image_size[0]:
@@ -117,6 +125,26 @@ class _LatentAugmenter(Augmenter):
             "generator": str(self.params.generator), "generator_kind": self.gan.name,
         }
         (run_dir / "encoder.json").write_text(json.dumps(self.report, indent=1))
+        self.train_set = train
+
+    def _share_encoder(self, train: ImageDataset) -> None:
+        """Take the encoder and generator of another saved latent augmenter: one encoder training
+        serves perturbation and interpolation alike."""
+        from augkit.registry import load_augmenter
+
+        if self.params.generator is not None:
+            raise UserError(f"augmenter '{self.name}': give 'generator' or 'encoder', not both (a shared "
+                            "encoder brings the generator it was trained against)")
+        name = Augmenter.saved_meta(self.params.encoder)["augmenter"]
+        if name not in LATENT_NAMES:
+            raise DataError(f"{self.params.encoder}: holds augmenter '{name}'; 'encoder' needs a latent "
+                            f"augmenter ({', '.join(LATENT_NAMES)})")
+        donor = load_augmenter(self.params.encoder)
+        if donor.gan.G.size != train.image_size[0]:
+            raise DataError(f"{self.params.encoder}: its generator makes {donor.gan.G.size}px images, the data "
+                            f"is {train.image_size[0]}px")
+        self.gan, self.E = donor.gan, donor.E
+        self.report = dict(donor.report, encoder_from=str(self.params.encoder))
         self.train_set = train
 
     def prepare(self, train: ImageDataset, ctx: Context) -> None:
@@ -169,7 +197,7 @@ class _LatentAugmenter(Augmenter):
         shutil.rmtree(gan_dir, ignore_errors=True)
         self.gan.save(gan_dir)  # a copy: the saved augmenter works without the GAN's original folder
         save_checkpoint(path / "encoder.pt", {"E": self.E.state_dict(), "arch": json.dumps(
-            {"size": self.E.size, "latent_dim": self.E.latent_dim, "channels": self.params.encoder_channels}),
+            {"size": self.E.size, "latent_dim": self.E.latent_dim, "channels": self.E.channels}),
             "report": json.dumps(self.report)}, kind=f"{self.name}-encoder")
         return path
 

@@ -217,7 +217,7 @@ class Encoder(nn.Module):
                 layers.append(nn.BatchNorm2d(widths[i + 1]))
             layers.append(nn.LeakyReLU(0.2))
         self.convs = nn.Sequential(*layers)
-        self.size, self.latent_dim = size, latent_dim
+        self.size, self.latent_dim, self.channels = size, latent_dim, channels
         self.out = nn.Linear(widths[-1] * 16, latent_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
