@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from augkit import __version__
+from augkit import __version__, distributed
 from augkit.errors import AugkitError, UserError
 from augkit.progress import set_quiet
 
@@ -42,7 +42,9 @@ class AugkitGroup(click.Group):
         except AugkitError as exc:
             if ctx.obj and ctx.obj.get("traceback"):
                 raise
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            if distributed.should_report(exc):  # under torchrun: once, by the rank that failed
+                where = f"rank {distributed.rank()}: " if distributed.rank() else ""
+                err.print(f"[bold red]error:[/] {escape(where + str(exc))}", highlight=False, soft_wrap=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt as exc:
             # training loops say where they stopped and how to continue; writers leave nothing behind
@@ -59,7 +61,7 @@ class AugkitGroup(click.Group):
 def cli(ctx: click.Context, quiet: bool, traceback: bool) -> None:
     """augkit: augment white-blood-cell image datasets and measure whether it helped."""
     ctx.obj = {"traceback": traceback}
-    set_quiet(quiet)
+    set_quiet(quiet or distributed.env_rank() != 0)  # under torchrun only rank 0 shows progress
 
 
 def _out_path(path: Path, force: bool) -> Path:
@@ -270,10 +272,22 @@ def _training_rows(base, split_path: Path | None):
     return real, f"all {len(real)} real images (no --split given)"
 
 
-def _context(seed: int, device: str | None, workdir: Path | None, resume: bool = False):
-    from augkit.augment import Context, check_device
+def _context(seed: int, device: str | None, workdir: Path | None, resume: bool = False, sync_bn: bool = False):
+    """The augmenter's context; under torchrun this also starts the process group (see augkit.distributed)."""
+    from augkit.augment import Context
 
-    return Context(seed=seed, device=check_device(device), workdir=workdir, resume=resume)
+    return Context(seed=seed, device=distributed.setup(device, sync_batchnorm=sync_bn), workdir=workdir,
+                   resume=resume)
+
+
+def _say(*args, **kwargs) -> None:
+    """Print a result line (rank 0 only under torchrun)."""
+    if distributed.is_main():
+        out.print(*args, **kwargs)
+
+
+SYNC_BN = click.option("--sync-bn", is_flag=True,
+                       help="Under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm).")
 
 
 @cli.command("train")
@@ -287,7 +301,8 @@ def _context(seed: int, device: str | None, workdir: Path | None, resume: bool =
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in OUT from its last checkpoint.")
-def train_cmd(name, data_path, out_dir, split_path, params, seed, device, resume):
+@SYNC_BN
+def train_cmd(name, data_path, out_dir, split_path, params, seed, device, resume, sync_bn):
     """Train augmenter NAME (a GAN) and save it to OUT/augmenter for `augkit augment NAME --from`."""
     from augkit.data.reader import H5Dataset
     from augkit.generate import fit_augmenter
@@ -299,9 +314,13 @@ def train_cmd(name, data_path, out_dir, split_path, params, seed, device, resume
         raise UserError(f"{out_dir}: holds a finished run (augmenter/ exists); choose another folder")
     base = H5Dataset(data_path)
     train, where = _training_rows(base, split_path)
-    err.print(f"training '{name}' on {where}", highlight=False)
-    ctx = _context(seed, device, out_dir, resume)
+    ctx = _context(seed, device, out_dir, resume, sync_bn)
+    if distributed.is_main():
+        err.print(f"training '{name}' on {where}" + (f" with {distributed.world_size()} processes (DDP)"
+                                                     if distributed.world_size() > 1 else ""), highlight=False)
     fit_augmenter(augmenter, train, ctx)
+    if not distributed.is_main():  # rank 0 alone writes the augmenter and the report
+        return
     augmenter.save(out_dir / "augmenter")
     out.print(f"trained '{name}': run folder {out_dir}, augmenter saved to {out_dir / 'augmenter'}")
     if augmenter.conditional:
@@ -357,13 +376,14 @@ def augment_cmd(name, data_path, out_path, amount, per_class, balance_to, split_
     augmenter, loaded = _augmenter(name, params, from_dir)
     base = H5Dataset(data_path)
     train, where = _training_rows(base, split_path)
-    err.print(f"augmenting {where} with '{name}', {how.describe()}", highlight=False)
     ctx = _context(seed, device, workdir)
+    if distributed.is_main():
+        err.print(f"augmenting {where} with '{name}', {how.describe()}", highlight=False)
     summary = augment_to_file(augmenter, train, out_path, how, ctx, base=None if shard else base,
                               fit=not (loaded and augmenter.trains), overwrite=force,
                               provenance={"command": " ".join(sys.argv)})
     per_class = ", ".join(f"{k} {v}" for k, v in summary["per_class"].items())
-    out.print(f"wrote {out_path}: {summary['total']} '{summary['origin']}' images ({per_class})", highlight=False)
+    _say(f"wrote {out_path}: {summary['total']} '{summary['origin']}' images ({per_class})", highlight=False)
 
 
 @cli.command("interpolate")
@@ -448,16 +468,20 @@ def interpolate_cmd(from_dir, out_path, data_path, rows, steps, label, seed, dev
 @click.option("--pretrained", default=None, help="Local checkpoint file to start from (no hub downloads).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present).")
 @click.option("--bootstrap", default=1000, show_default=True, type=int, help="Resamples for the 1-seed CI.")
+@SYNC_BN
 def evaluate_cmd(data_path, arms, out_dir, split_path, split_seed, test_path, seeds, model, epochs, batch_size, lr,
-                 input_aug, balanced_sampling, class_weights, equal_steps, pretrained, device, bootstrap):
+                 input_aug, balanced_sampling, class_weights, equal_steps, pretrained, device, bootstrap, sync_bn):
     """Train a classifier per arm and seed; report per-class deltas against the baseline with 95% CIs."""
     from augkit.evaluate import evaluate
 
     config = {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr, "input_aug": input_aug,
               "balanced_sampling": balanced_sampling, "class_weights": class_weights, "pretrained": pretrained,
               "equal_steps": equal_steps}
+    device = distributed.setup(device, sync_batchnorm=sync_bn)
     summary = evaluate(data_path, list(arms), out_dir, split=split_path, split_seed=split_seed, test=test_path,
                        seeds=seeds, config=config, device=device, n_boot=bootstrap)
+    if not distributed.is_main():
+        return
     table = Table("arm", "weighted F1 (mean)", "Δ vs baseline [95% CI]")
     for name, arm in summary["arms"].items():
         f1 = np.mean([r["metrics"]["weighted_f1"] for r in arm["runs"]])
@@ -467,6 +491,212 @@ def evaluate_cmd(data_path, arms, out_dir, split_path, split_seed, test_path, se
         table.add_row(name, f"{f1:.4f}", delta)
     out.print(table)
     out.print(f"report: {out_dir / 'report.md'}")
+
+
+# -- generative quality ------------------------------------------------------------------------
+@cli.command("quality")
+@click.option("--real", "real_path", required=True, type=click.Path(path_type=Path),
+              help="Real dataset (.h5); its real rows (with --split: the training rows) are the reference.")
+@click.option("--fake", "fake_path", required=True, type=click.Path(path_type=Path),
+              help="Generated images (.h5): a shard, or an augmented file (its real rows are left out).")
+@click.option("--split", "split_path", type=click.Path(path_type=Path), default=None,
+              help="Split of --real: compare with its training rows, validate and test CAS on its validation rows.")
+@click.option("--features", default="resnet18", show_default=True,
+              help="timm model trained on the real training images as the feature extractor, or a saved "
+                   "extractor folder.")
+@click.option("--epochs", default=3, show_default=True, type=int, help="Feature extractor's training epochs.")
+@click.option("--checks", default=None, help="Comma-separated subset of: distances, manifold, diversity, memorisation, "
+              "cas, two_sample (default: all).")
+@click.option("--n-per-class", default=1000, show_default=True, type=int, help="Images per class and side, at most.")
+@click.option("--cas-epochs", default=3, show_default=True, type=int)
+@click.option("--two-sample-epochs", default=3, show_default=True, type=int)
+@click.option("--overall-only", is_flag=True, help="Ignore the generated labels (an unconditional generator).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default: FAKE's name + '_quality' next to it).")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present).")
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+def quality_cmd(real_path, fake_path, split_path, features, epochs, checks, n_per_class, cas_epochs, two_sample_epochs,
+                overall_only, seed, out_dir, device, force):
+    """Generative quality in the feature space of augkit's own classifier (not Inception): distances,
+    precision/recall, diversity, memorisation, train-on-synthetic accuracy, a real-vs-fake test."""
+    from augkit.augment import check_device
+    from augkit.data.split import Split
+    from augkit.params import parse_params
+    from augkit.quality.assess import QualitySpec
+    from augkit.quality.pipeline import assess_to_folder
+
+    for path in (real_path, fake_path):
+        if not path.is_file():
+            raise UserError(f"{path}: no such file")
+    out_dir = out_dir or fake_path.with_name(f"{fake_path.stem}_quality")
+    if out_dir.exists() and not force:
+        raise UserError(f"{out_dir}: already exists; pass --force to replace it")
+    values = {"features": features, "epochs": epochs, "n_per_class": n_per_class, "cas_epochs": cas_epochs,
+              "two_sample_epochs": two_sample_epochs, "seed": seed}
+    if checks is not None:
+        values["checks"] = [c.strip() for c in checks.split(",") if c.strip()]
+    spec = parse_params(QualitySpec, values, where="augkit quality")
+    split = None
+    if split_path is not None:
+        from augkit.data.reader import H5Dataset
+
+        split = Split.load(split_path, fingerprint=H5Dataset(real_path).info.fingerprint)
+    device = check_device(device)
+    result = assess_to_folder(real_path, fake_path, out_dir, spec, split=split, device=device,
+                              overall_only=overall_only, say=lambda line: err.print(escape(line), highlight=False))
+    _print_quality(result)
+    out.print(f"features: {escape(result['extractor']['description'])}", highlight=False)
+    out.print(f"wrote {out_dir / 'quality.json'} and {out_dir / 'quality.md'}", highlight=False)
+
+
+def _print_quality(result: dict) -> None:
+    def f(value, digits=3):
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    table = Table("class", "n real/gen", "FD", "KID", "prec.", "recall", "density", "cover.", "MS-SSIM r/g",
+                  "copies", "CAS", "flags", title="generative quality (augkit's own classifier features)")
+    o = result["overall"]
+    for r in [*result["classes"], {"class": "overall", **o}]:
+        flags = [r["note"]] if r.get("note") else []
+        flags += ["collapsed"] if r.get("collapsed") else []
+        flags += ["near copies"] if r.get("copies") else []
+        kid = "–" if r.get("kid") is None else f"{r['kid']:.3g}"
+        table.add_row(escape(str(r["class"])), f"{r['real_n']}/{r['fake_n']}", f(r.get("fd"), 2), kid,
+                      f(r.get("precision")), f(r.get("recall")), f(r.get("density")), f(r.get("coverage")),
+                      f"{f(r.get('real_ms_ssim'))}/{f(r.get('fake_ms_ssim'))}", str(r.get("copies", "–")),
+                      f(r.get("cas_recall", r.get("cas_accuracy"))), ", ".join(flags) or "ok")
+    out.print(table)
+    if "two_sample" in result:
+        t = result["two_sample"]
+        out.print(f"real-vs-fake classifier: held-out accuracy {t['accuracy']:.3f} [{t['ci_low']:.3f}, "
+                  f"{t['ci_high']:.3f}] on {t['test_images']} images (0.5 = indistinguishable; the thesis's "
+                  "expert 0.71)",
+                  highlight=False)
+    if o.get("reference_accuracy") is not None:
+        out.print(f"CAS {o['cas_accuracy']:.3f} vs {o['reference_accuracy']:.3f} when trained on as many real images",
+                  highlight=False)
+
+
+# -- expert test -------------------------------------------------------------------------------
+@cli.command("expert-test")
+@click.argument("sessions", nargs=-1, metavar="[SESSION...]")
+@click.option("--real", "real_path", type=click.Path(path_type=Path), default=None,
+              help="Dataset (.h5) whose rows of origin 'real' are shown (a full dataset is fine).")
+@click.option("--fake", "fake_path", type=click.Path(path_type=Path), default=None,
+              help="Shard (.h5) whose generated rows are shown.")
+@click.option("--n", "n", type=int, default=None, help="Images per source: n real and n generated.  [default: 50]")
+@click.option("--show-class", is_flag=True, help="Show each image's class (a generated image's intended class).")
+@click.option("--session", "name", default=None,
+              help="Session name (default: date and time); an existing session is resumed.")
+@click.option("--sessions-dir", type=click.Path(path_type=Path), default=Path("expert-sessions"), show_default=True,
+              help="Folder holding the sessions.")
+@click.option("--expert", default=None, help="Who answers, for the report (default: the session name).")
+@click.option("--seed", type=int, default=None, help="Seed of the draw and order (default: random, recorded).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to serve on; only this machine reaches the page unless you change it.")
+@click.option("--port", default=8765, show_default=True, type=int, help="Port to serve on (0: any free port).")
+@click.option("--report", "report_only", is_flag=True,
+              help="Print and save the report of SESSION... (folders or names in --sessions-dir), combined.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="With --report: folder for expert_report.json/.csv (default: the one session's folder).")
+@click.option("--force", is_flag=True, help="With --report --out: replace report files there.")
+def expert_test_cmd(sessions, real_path, fake_path, n, show_class, name, sessions_dir, expert, seed, host, port,
+                    report_only, out_dir, force):
+    """Serve a page on which an expert tells real from generated images; or, with --report, the numbers."""
+    if report_only:
+        _expert_report(sessions, sessions_dir, out_dir, force)
+    elif sessions:
+        raise UserError("SESSION arguments go with --report; to answer, give --session NAME")
+    else:
+        _expert_serve(real_path, fake_path, n, show_class, name, sessions_dir, expert, seed, host, port)
+
+
+def _expert_serve(real_path, fake_path, n, show_class, name, sessions_dir, expert, seed, host, port):
+    from datetime import datetime
+
+    from augkit.expert import ExpertServer, Session, build_report, create_session, report_tables, write_report
+    from augkit.expert.session import check_name
+
+    name = check_name(name or datetime.now().strftime("%Y%m%d-%H%M%S"))
+    folder = sessions_dir / name
+    if folder.exists():
+        manifest = Session(folder).manifest
+        for option, given, kept in [("--real", real_path, manifest["real"]["path"]),
+                                    ("--fake", fake_path, manifest["fake"]["path"])]:
+            if given is not None and str(given.resolve()) != kept:
+                raise UserError(f"{option} {given}: session '{name}' was made from {kept}; leave {option} out "
+                                "to resume it, or choose another --session")
+        for option, given, kept in [("--n", n, manifest["n_per_source"]), ("--seed", seed, manifest["seed"]),
+                                    ("--show-class", show_class or None, manifest["show_class"] or None),
+                                    ("--expert", expert, manifest["expert"])]:
+            if given is not None and given != kept:
+                raise UserError(f"{option}: session '{name}' was made with {kept}; leave it out to resume")
+        say = f"resuming session '{name}'"
+    else:
+        if real_path is None or fake_path is None:
+            raise UserError(f"no session '{name}' in {sessions_dir}: give --real and --fake to start one")
+        create_session(folder, real_path, fake_path, 50 if n is None else n, seed=seed, show_class=show_class,
+                       expert=expert)
+        say = f"new session '{name}'"
+
+    def finished(s):
+        report = build_report([s])
+        path = write_report(report, s.folder)[0]
+        for table in report_tables(report):
+            out.print(table)
+        out.print(f"all {s.total} images answered; report: {path} (and .csv)")
+
+    resume = f"augkit expert-test --session {name}" + ("" if sessions_dir == Path("expert-sessions")
+                                                      else f" --sessions-dir {sessions_dir}")
+    with Session(folder, writer=True) as session:
+        server = ExpertServer(session, host, port, on_complete=finished)
+        out.print(f"{say} in {folder}: {session.answered} of {session.total} images answered")
+        if session.done:
+            out.print(f"(all answered: `augkit expert-test --report {folder}` gives the numbers; the page allows undo)")
+        out.print(f"open [bold]{server.url}[/] in a browser; Ctrl-C stops (every answer is already saved)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:  # also on `kill`, which main() turns into SystemExit
+            server.server_close()
+            out.print(f"stopped with {session.answered} of {session.total} answered; continue with: {resume}",
+                      highlight=False)
+
+
+def _expert_report(sessions, sessions_dir, out_dir, force):
+    from augkit.expert import Session, build_report, report_tables, write_report
+    from augkit.expert.report import REPORT_CSV, REPORT_JSON
+
+    if not sessions:
+        raise UserError("--report needs one or more SESSION folders (or names in --sessions-dir)")
+    folders = []
+    for given in sessions:
+        folder = Path(given)
+        if not folder.is_dir() and (sessions_dir / given).is_dir():
+            folder = sessions_dir / given
+        if not folder.is_dir():
+            raise UserError(f"{given}: no such session folder (nor in {sessions_dir})")
+        folders.append(folder)
+    report = build_report([Session(folder) for folder in folders])
+    if out_dir is None:
+        if len(folders) > 1:
+            raise UserError("--out DIR is needed to save a report of several sessions")
+        out_dir = folders[0]
+    else:
+        if not out_dir.is_dir():
+            raise UserError(f"{out_dir}: output folder does not exist")
+        for existing in (out_dir / REPORT_JSON, out_dir / REPORT_CSV):
+            _out_path(existing, force)
+    for table in report_tables(report):
+        out.print(table)
+    for s in report["sessions"]:
+        if not s["complete"]:
+            err.print(f"[yellow]note:[/] session '{s['name']}' has {s['answered']} of {s['total']} answers; "
+                      "its numbers cover those only", highlight=False)
+    json_path, csv_path = write_report(report, out_dir)
+    out.print(f"wrote {json_path} and {csv_path}")
 
 
 # -- run ---------------------------------------------------------------------------------------
@@ -480,7 +710,8 @@ def evaluate_cmd(data_path, arms, out_dir, split_path, split_seed, test_path, se
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in its folder (same recipe and --set).")
 @click.option("--check", is_flag=True, help="Only check the recipe and print the plan; run nothing.")
-def run_cmd(recipe_path, overrides, out_dir, device, resume, check):
+@SYNC_BN
+def run_cmd(recipe_path, overrides, out_dir, device, resume, check, sync_bn):
     """Run a whole experiment from a TOML recipe: data, augment steps, evaluation and report."""
     from augkit.recipe import load_recipe
     from augkit.runner import cache_root, run_recipe
@@ -493,19 +724,27 @@ def run_cmd(recipe_path, overrides, out_dir, device, resume, check):
             what = step.amount.describe() if step.amount else "trains only"
             needs = f", after {', '.join(step.needs)}" if step.needs else ""
             out.print(f"  step {step.id}: {step.name}, {what}{needs}")
+        if recipe.quality:
+            q = recipe.quality
+            out.print(f"  quality: {', '.join(q.checks)} of each step's images; features of {q.features} "
+                      f"({q.epochs} epochs on the real training split)", highlight=False)
         if recipe.evaluate:
             e = recipe.evaluate
             out.print(f"  evaluate: {e.config.model}, {e.config.epochs} epochs, {e.seeds} seed(s), arms {list(e.arms)}")
         out.print(f"  run folder: {recipe.out}; model cache: {cache_root()}")
         return
+    device = distributed.setup(device, sync_batchnorm=sync_bn)
     report = run_recipe(recipe, device=device, resume=resume, command=" ".join(["augkit", *sys.argv[1:]]),
                         say=lambda line: err.print(line, highlight=False, markup=False))
-    out.print(f"report: {report}")
+    _say(f"report: {report}")
 
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
-    cli(prog_name="augkit")
+    try:
+        cli(prog_name="augkit")
+    finally:
+        distributed.cleanup()
 
 
 if __name__ == "__main__":

@@ -53,9 +53,14 @@ class ConsistencyFilter:
         """Train the classifier on the real training images; the best validation epoch is kept."""
         from augkit.evaluate.trainer import TrainConfig, train_run
 
+        from augkit.data.stream import fits_in_memory, image_bytes
+
         cfg = TrainConfig(model=spec.model, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr)
-        x = torch.from_numpy(train.read(np.arange(len(train))))
-        val_t = (torch.from_numpy(val.read(np.arange(len(val)))), val.labels)
+        if fits_in_memory(image_bytes([train, val])):
+            x = torch.from_numpy(train.read(np.arange(len(train))))
+            val_t = (torch.from_numpy(val.read(np.arange(len(val)))), val.labels)
+        else:  # larger than the memory budget: streamed from the file
+            x, val_t = train, (val, val.labels)
         run = train_run(x, torch.from_numpy(train.labels), val_t, val_t, len(train.class_names), cfg, spec.seed,
                         device, label="filter classifier", keep_model=True)
         metrics = {"val_weighted_f1": run["metrics"]["weighted_f1"], "best_epoch": run["best_epoch"]}

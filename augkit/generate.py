@@ -8,17 +8,19 @@ crash into an error that names the plugin and its distribution.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from augkit import distributed
 from augkit.augment import Amount, Augmenter, Context, Samples
 from augkit.data.reader import H5Dataset, ImageDataset
 from augkit.data.schema import SPLIT_NAMES
 from augkit.data.writer import DatasetWriter
-from augkit.errors import AugkitError, PluginError, UserError
+from augkit.errors import AugkitError, DataError, PluginError, UserError
 from augkit.progress import track
 from augkit.registry import get_registry
 
@@ -133,50 +135,130 @@ def augment_to_file(
     with_split = base is not None and base.split is not None
     with_source = base is not None and base.has_source
     with_parent2 = augmenter.two_parents or (base is not None and base.has_parent2)
-    writer = DatasetWriter(out, class_names=train.class_names, image_size=train.image_size, origins=origins,
-                           provenance=full_provenance, overwrite=overwrite, expected_rows=total,
-                           with_split=with_split, with_source=with_source, with_parent2=with_parent2)
-    with writer, track(f"Augmenting with {augmenter.name}", total) as advance:
-        if base is not None:
-            # the columns once (each property builds the whole view's column)
-            labels, origin, parent, parent2 = base.labels, base.origin, base.parent, base.parent2
-            split = base.split if with_split else None
-            for images, pos in base.iter_batches(2048):
-                writer.append(images, labels[pos], origin=origin[pos], parent=parent[pos], parent2=parent2[pos],
-                              split=split[pos] if with_split else None,
-                              source=base.read_sources(np.arange(pos.start, pos.stop)) if with_source else None)
-                advance(len(images))
-        for label, n_label in enumerate(counts):
-            for b, start in enumerate(range(0, int(n_label), GENERATE_BATCH)):
-                n = min(GENERATE_BATCH, int(n_label) - start)
-                sub = ctx.child(label, b)
-                if consistency is None:
-                    samples = generate_checked(augmenter, label, n, sub, train.image_size)
-                else:
-                    samples = _filtered(augmenter, consistency, label, n, sub, train, int(n_label))
+    # the work in fixed chunks, each with its own seed (ctx.child(label, b)): the images do not depend on
+    # how the chunks are shared out, so several ranks make the same file one process makes
+    chunks = [(label, b, min(GENERATE_BATCH, int(n_label) - start))
+              for label, n_label in enumerate(counts) for b, start in enumerate(range(0, int(n_label), GENERATE_BATCH))]
+
+    def make(k: int, share: np.ndarray | None = None) -> Samples:
+        label, b, n = chunks[k]
+        if consistency is None:
+            return generate_checked(augmenter, label, n, ctx.child(label, b), train.image_size)
+        return _filtered(augmenter, consistency, label, n, ctx.child(label, b), train, int(counts[label]),
+                         None if share is None else int(share[label]))
+
+    def write(made: Callable[[int], Samples]) -> None:
+        writer = DatasetWriter(out, class_names=train.class_names, image_size=train.image_size, origins=origins,
+                               provenance=full_provenance, overwrite=overwrite, expected_rows=total,
+                               with_split=with_split, with_source=with_source, with_parent2=with_parent2)
+        with writer, track(f"Augmenting with {augmenter.name}", total) as advance:
+            if base is not None:
+                # the columns once (each property builds the whole view's column)
+                labels, origin, parent, parent2 = base.labels, base.origin, base.parent, base.parent2
+                split = base.split if with_split else None
+                for images, pos in base.iter_batches(2048):
+                    writer.append(images, labels[pos], origin=origin[pos], parent=parent[pos],
+                                  parent2=parent2[pos], split=split[pos] if with_split else None,
+                                  source=base.read_sources(np.arange(pos.start, pos.stop)) if with_source else None)
+                    advance(len(images))
+            for k, (label, _, n) in enumerate(chunks):
+                samples = made(k)
                 parents = samples.parents if samples.parents.ndim == 2 else samples.parents[:, None]
                 writer.append(samples.images, np.full(n, label), origin=origin_id, parent=parents[:, 0],
                               parent2=parents[:, 1] if parents.shape[1] == 2 else -1,
                               split=SPLIT_NAMES.index("train") if with_split else None,
                               source=[""] * n if with_source else None)
                 advance(n)
-        if consistency is not None:
-            writer.provenance["filter"] = {"spec": dataclasses.asdict(consistency.spec),
-                                           "classifier": consistency.val_metrics, "per_class": consistency.rates()}
+            if consistency is not None:
+                writer.provenance["filter"] = {"spec": dataclasses.asdict(consistency.spec),
+                                               "classifier": consistency.val_metrics,
+                                               "per_class": consistency.rates()}
+
+    if distributed.world_size() > 1:
+        _write_from_ranks(chunks, make, write, Path(out), train, consistency, overwrite)
+    else:
+        write(make)
     summary = {"path": Path(out), "origin": origin_name, "per_class": record["per_class"], "total": int(counts.sum())}
     if consistency is not None:
         summary["filter"] = consistency.rates()
     return summary
 
 
+def _write_from_ranks(chunks: list[tuple[int, int, int]], make: Callable[..., Samples],
+                      write: Callable[[Callable[[int], Samples]], None], out: Path, train: ImageDataset,
+                      consistency, overwrite: bool) -> None:
+    """Generation under torchrun: each rank makes its share of the chunks into a part file; rank 0 then
+    writes the output, taking the chunks from the parts in their fixed order, and removes the parts."""
+    rank, world = distributed.rank(), distributed.world_size()
+    owner = _share_out([n for _, _, n in chunks], world)
+    if out.exists() and not overwrite:  # the writer would refuse only after all the work
+        raise DataError(f"{out}: already exists (choose another path or allow overwriting)")
+    parts = out.with_name(f".{out.name}.parts")
+    distributed.run_on_main(lambda: parts.mkdir(exist_ok=True))
+    mine = [k for k in range(len(chunks)) if owner[k] == rank]
+    share = np.zeros(len(train.class_names), np.int64)  # this rank's images per class (filter budget)
+    for k in mine:
+        share[chunks[k][0]] += chunks[k][2]
+    try:
+        with distributed.fail_together():
+            writer = DatasetWriter(parts / f"rank{rank}.h5", class_names=train.class_names,
+                                   image_size=train.image_size, origins=["real", "part"], with_parent2=True,
+                                   overwrite=True, expected_rows=int(share.sum()))
+            with writer, track(f"Generating (rank {rank} of {world})", int(share.sum())) as advance:
+                for k in mine:
+                    samples = make(k, share)
+                    p = samples.parents if samples.parents.ndim == 2 else samples.parents[:, None]
+                    writer.append(samples.images, np.full(len(samples.images), chunks[k][0]), origin=1,
+                                  parent=p[:, 0], parent2=p[:, 1] if p.shape[1] == 2 else -1)
+                    advance(len(samples.images))
+        if consistency is not None:  # the filter's counts over all ranks, for the provenance and summary
+            counts = distributed.all_gather_object((consistency.tried.copy(), consistency.accepted.copy()))
+            consistency.tried = np.sum([c[0] for c in counts], axis=0)
+            consistency.accepted = np.sum([c[1] for c in counts], axis=0)
+
+        def merge() -> None:
+            views = [H5Dataset(parts / f"rank{r}.h5") for r in range(world)]
+            where: dict[int, tuple[int, int]] = {}
+            filled = [0] * world
+            for k, (_, _, n) in enumerate(chunks):
+                where[k] = (owner[k], filled[owner[k]])
+                filled[owner[k]] += n
+
+            def made(k: int) -> Samples:
+                r, start = where[k]
+                pos = np.arange(start, start + chunks[k][2])
+                view = views[r]
+                return Samples(view.read(pos), np.stack([view.parent[pos], view.parent2[pos]], 1))
+
+            write(made)
+
+        distributed.run_on_main(merge)
+    finally:
+        if distributed.is_main():
+            shutil.rmtree(parts, ignore_errors=True)
+
+
+def _share_out(sizes: list[int], world: int) -> list[int]:
+    """The rank that makes each chunk: largest chunks first, each to the least loaded rank (ties: the
+    lowest), so ranks get about equal numbers of images; deterministic."""
+    load = [0] * world
+    owner = [0] * len(sizes)
+    for k in sorted(range(len(sizes)), key=lambda k: (-sizes[k], k)):
+        r = min(range(world), key=lambda r: (load[r], r))
+        owner[k] = r
+        load[r] += sizes[k]
+    return owner
+
+
 def _filtered(augmenter: Augmenter, consistency, label: int, n: int, ctx: Context, train: ImageDataset,
-              class_total: int) -> Samples:
+              class_total: int, share: int | None = None) -> Samples:
     """``n`` images of ``label`` that the consistency filter keeps, asking the augmenter for candidates
-    in rounds sized by the acceptance rate so far; refuses once the class's candidate budget is spent."""
+    in rounds sized by the acceptance rate so far; refuses once the class's candidate budget is spent
+    (``share``: the class's images this rank makes, under torchrun; its budget is in proportion)."""
     import math
 
     name = train.class_names[label]
-    budget = math.ceil(consistency.spec.max_tries * class_total)
+    budget = math.ceil(consistency.spec.max_tries * (class_total if share is None else share))
     images, parents, have, attempt = [], [], 0, 0
     while have < n:
         tried, accepted = int(consistency.tried[label]), int(consistency.accepted[label])

@@ -22,6 +22,8 @@ from rich.progress import (
 
 from rich.text import Text
 
+from augkit.distributed import env_rank
+
 _quiet = False
 console = Console(stderr=True)
 
@@ -59,8 +61,8 @@ class Bar:
 
 @contextmanager
 def track(description: str, total: int | None) -> Iterator[Bar]:
-    """Show a bar for ``total`` units of work; yields a :class:`Bar`."""
-    if _quiet:
+    """Show a bar for ``total`` units of work; yields a :class:`Bar`. Under torchrun only rank 0 shows bars."""
+    if _quiet or env_rank() != 0:
         yield Bar()
         return
     columns = [

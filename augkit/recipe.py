@@ -43,9 +43,10 @@ from augkit.evaluate.arms import BASELINE
 from augkit.evaluate.trainer import TrainConfig
 from augkit.filter import FilterSpec
 from augkit.params import AUGMENTER_REF, did_you_mean, parse_params
+from augkit.quality.assess import QualitySpec
 
 RECIPE_SCHEMA = 1
-SECTIONS = ("recipe", "data", "augment", "evaluate", "output")
+SECTIONS = ("recipe", "data", "augment", "evaluate", "quality", "output")
 _STEP_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -95,6 +96,8 @@ class Recipe:
     evaluate: EvaluateSpec | None
     out: Path
     resolved: dict  # the checked recipe as plain data (what a run folder records)
+    #: the generative-quality checks run on each step's images (None: no [quality] table, or enabled = false)
+    quality: QualitySpec | None = None
 
     def step(self, step_id: str) -> StepSpec:
         return next(s for s in self.steps if s.id == step_id)
@@ -392,6 +395,15 @@ def _parse_evaluate(raw: Any, w: _Where, steps: tuple[StepSpec, ...]) -> Evaluat
     return EvaluateSpec(tuple(arms), seeds, bootstrap, config)
 
 
+def _parse_quality(raw: Any, w: _Where) -> tuple[QualitySpec, bool]:
+    """The ``[quality]`` table: ``enabled`` (default true) and the keys of QualitySpec."""
+    raw = dict(_table(raw, f"{w.path}: [quality]", "[quality]"))
+    enabled = raw.pop("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ParamError(f"{w('quality', 'enabled')}: enabled must be true or false, got {enabled!r}")
+    return _checked(QualitySpec, raw, w, "quality"), enabled
+
+
 def _plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
         return {k: _plain(v) for k, v in dataclasses.asdict(obj).items()}
@@ -437,6 +449,7 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = (), out: str
     data = _parse_data(raw.get("data", {}), w)
     steps = _parse_steps(raw.get("augment"), w, data.seed)
     evaluate = _parse_evaluate(raw["evaluate"], w, steps) if "evaluate" in raw else None
+    quality, quality_on = _parse_quality(raw["quality"], w) if "quality" in raw else (None, False)
     output = dict(_table(raw.get("output", {}), f"{path}: [output]", "[output]"))
     for key in output:
         if key != "dir":
@@ -451,4 +464,6 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = (), out: str
         "evaluate": None if evaluate is None else {"arms": list(evaluate.arms), "seeds": evaluate.seeds,
                                                    "bootstrap": evaluate.bootstrap, **_plain(evaluate.config)},
     }
-    return Recipe(path, name, data, steps, evaluate, out_dir, resolved)
+    if quality is not None:  # only recipes with the table record it: older runs keep their fingerprint
+        resolved["quality"] = {"enabled": quality_on, **_plain(quality)}
+    return Recipe(path, name, data, steps, evaluate, out_dir, resolved, quality if quality_on else None)

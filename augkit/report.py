@@ -105,6 +105,23 @@ def _demote(markdown: str) -> str:
     return "\n".join(out)
 
 
+def _quality_section(out: Path, steps: list[dict]) -> list[str]:
+    """The "Generative quality" section: each step's quality/<id>/quality.json as tables and grids."""
+    from augkit.quality.report import quality_markdown
+
+    done = [s["id"] for s in steps if (out / "quality" / s["id"] / "quality.json").is_file()]
+    if not done:
+        return []
+    lines = ["## Generative quality", "",
+             "Features come from augkit's own classifier trained on the real training split, not from Inception "
+             "(nothing is downloaded): the distances compare runs with the same extractor only, never published "
+             "FID or KID values.", ""]
+    for step in done:
+        result = json.loads((out / "quality" / step / "quality.json").read_text())
+        lines += [quality_markdown(result, f"Quality of {step}", level=3, images=f"quality/{step}/"), ""]
+    return lines
+
+
 def run_markdown(out: Path, recipe, state: dict) -> str:
     stages = state.get("stages", {})
     r = recipe.resolved
@@ -140,6 +157,9 @@ def run_markdown(out: Path, recipe, state: dict) -> str:
             note = f"{info['rows']} images"
         elif info.get("reused_runs"):
             note = "classifier runs reused from the cache: " + ", ".join(info["reused_runs"])
+        elif name.startswith("quality ") and "copies" in info:
+            note = "; ".join([f"{info['copies']} near copies"]
+                             + ([f"collapsed: {', '.join(info['collapsed'])}"] if info.get("collapsed") else []))
         lines.append(f"| {name} | {info['seconds']:.1f} | {note} |")
     total = sum(info["seconds"] for info in stages.values())
     lines += ["", f"Total wall time of the stages: {total:.0f} s (the stages of an interrupted run count once).", ""]
@@ -178,6 +198,7 @@ def run_markdown(out: Path, recipe, state: dict) -> str:
             lines += [" ".join(f"![{p.relative_to(out).parts[1]}]({p.relative_to(out).as_posix()})"
                                for p in curves), ""]
 
+    lines += _quality_section(out, steps)
     evaluation = out / "evaluate" / "report.md"
     if evaluation.exists():
         text = evaluation.read_text()

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from augkit import __version__, atomic
-from augkit.augment import Context, check_device
+from augkit import __version__, atomic, distributed
+from augkit.augment import Context
 from augkit.data.reader import H5Dataset, ImageDataset
 from augkit.data.split import Split, stratified_split
 from augkit.errors import DataError, UserError
@@ -93,7 +93,8 @@ class RunState:
     def mark(self, stage: str, seconds: float, **info) -> None:
         self.data["stages"][stage] = {"seconds": round(seconds, 2), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                                       **info}
-        atomic.write_json(self.path, self.data)
+        if distributed.is_main():  # under torchrun every rank keeps the record, rank 0 writes it
+            atomic.write_json(self.path, self.data)
 
 
 class Runner:
@@ -105,7 +106,7 @@ class Runner:
         self.recipe = recipe
         self.out = Path(recipe.out).absolute()
         self.command = command
-        self.device = check_device(device)
+        self.device = distributed.setup(device)  # under torchrun: joins the process group
         self.resume = resume
         self.cache = cache or ModelCache()
         self._say = say or (lambda line: None)
@@ -118,6 +119,8 @@ class Runner:
 
     # -- bookkeeping -------------------------------------------------------------------------------
     def say(self, line: str) -> None:
+        if not distributed.is_main():
+            return
         with open(self.out / "run.log", "a", encoding="utf-8") as log:
             log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {line}\n")
         self._say(line)
@@ -159,7 +162,7 @@ class Runner:
             return done
         self.stage = name
         t0 = time.perf_counter()
-        info = fn() or {}
+        info = distributed.broadcast_object(fn() or {})  # rank 0's record, on every rank
         seconds = time.perf_counter() - t0
         self.state.mark(name, seconds, **{**info, **match})
         self.say(f"{name}: finished in {seconds:.0f} s")
@@ -209,6 +212,8 @@ class Runner:
         record = {"augmenter": step.name, "plugin": None if plugin is None else [plugin.distribution, plugin.version],
                   "augkit": __version__, "params": params, "seed": step.seed,
                   "data": self.base.info.fingerprint, "train_rows": train_rows}
+        if distributed.world_size() > 1:  # a global batch over several ranks trains another generator
+            record.update(world_size=distributed.world_size(), sync_bn=distributed.sync_bn())
         return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
     def _context(self, step: StepSpec, workdir: Path | None, resume: bool = False) -> Context:
@@ -227,32 +232,42 @@ class Runner:
             key = self._step_key(step, cls)
             self.step_keys[step.id] = key
 
-            def train() -> dict:
-                nonlocal augmenter
+            def prepare() -> tuple[Path | None, bool]:  # rank 0 looks at the cache and the folder
                 cached = self.cache.get(key)
                 if cached is not None:
                     _copy_run(cached, step_dir)
-                    self.say(f"step {step.id}: reusing the trained '{step.name}' from the cache ({cached}); "
-                             "delete that folder to train it again")
-                    return {"key": key, "cache": "hit", "cache_path": str(cached)}
+                    return cached, False
                 resume = self.resume and any(step_dir.rglob("latest.pt"))
                 if not resume and step_dir.exists():
                     shutil.rmtree(step_dir)  # an attempt that died before its first checkpoint
                 step_dir.mkdir(parents=True, exist_ok=True)
+                return None, resume
+
+            def train() -> dict:
+                nonlocal augmenter
+                cached, resume = distributed.run_on_main(prepare)
+                if cached is not None:
+                    self.say(f"step {step.id}: reusing the trained '{step.name}' from the cache ({cached}); "
+                             "delete that folder to train it again")
+                    return {"key": key, "cache": "hit", "cache_path": str(cached)}
                 augmenter = cls(params)
                 train = self._train_rows()
                 self.say(f"step {step.id}: {'resuming' if resume else 'training'} '{step.name}' on "
                          f"{len(train)} training images")
                 fit_augmenter(augmenter, train, self._context(step, step_dir, resume))
-                with atomic.folder(step_dir / "augmenter") as tmp:
-                    augmenter.save(tmp)
-                if augmenter.conditional:
-                    self._diversity(step, augmenter, train, step_dir)
-                stored = self.cache.put(key, step_dir, {"step": step.id, "augmenter": step.name,
-                                                        "recipe": str(self.recipe.path), "params": step.params,
-                                                        "seed": step.seed, "created": time.strftime("%Y-%m-%d %H:%M:%S")})
-                if stored is None:
-                    self.say(f"step {step.id}: could not write the cache at {self.cache.root} (not fatal)")
+
+                def keep() -> None:  # rank 0 alone writes the trained augmenter, its report and the cache
+                    with atomic.folder(step_dir / "augmenter") as tmp:
+                        augmenter.save(tmp)
+                    if augmenter.conditional:
+                        self._diversity(step, augmenter, train, step_dir)
+                    stored = self.cache.put(key, step_dir, {
+                        "step": step.id, "augmenter": step.name, "recipe": str(self.recipe.path),
+                        "params": step.params, "seed": step.seed, "created": time.strftime("%Y-%m-%d %H:%M:%S")})
+                    if stored is None:
+                        self.say(f"step {step.id}: could not write the cache at {self.cache.root} (not fatal)")
+
+                distributed.run_on_main(keep)
                 return {"key": key, "cache": "miss"}
 
             self._stage(f"train {step.id}", train, key=key)
@@ -275,7 +290,7 @@ class Runner:
             summary = augment_to_file(augmenter, train, shard, step.amount, self._context(step, None), fit=False,
                                       overwrite=True, provenance={"recipe": self.recipe.resolved, "step": step.id},
                                       consistency=consistency)
-            self._grid(shard)
+            distributed.run_on_main(lambda: self._grid(shard))
             self.say(f"step {step.id}: wrote {summary['total']} images to {shard}")
             info = {"path": str(shard), "rows": summary["total"], "per_class": summary["per_class"]}
             if consistency is not None:
@@ -297,11 +312,15 @@ class Runner:
             self.say(f"filter: training a {spec.model} classifier on the real training split ({spec.epochs} epochs)")
             consistency = ConsistencyFilter.train(self._train_rows(), self.split.apply(self.base, "val"), spec,
                                                   self.device)
-            with atomic.folder(folder) as tmp:
-                consistency.save(tmp)
+
+            def save() -> None:
+                with atomic.folder(folder) as tmp:
+                    consistency.save(tmp)
+
+            distributed.run_on_main(save)
             return {"path": str(folder), **consistency.val_metrics}
 
-        folder.parent.mkdir(exist_ok=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
         self._stage(f"filter {key}", train)
         return ConsistencyFilter.load(folder, self.device)
 
@@ -316,6 +335,44 @@ class Runner:
         if collapsed:
             self.say(f"step {step.id}: warning: generated images of {', '.join(collapsed)} are far less diverse "
                      f"than the real ones (mode collapse); see {step_dir / 'diversity.md'}")
+
+    def _quality(self) -> None:
+        """Generative quality of each step's images against the real training split (quality/<id>/), in
+        the feature space of a classifier trained on that split (trained once, shared by the steps)."""
+        from augkit.quality.features import ExtractorSpec, extractor_for
+        from augkit.quality.pipeline import assess_to_folder, quality_cache
+
+        spec = self.recipe.quality
+        if distributed.world_size() > 1:  # its metrics and files are single-process code
+            self.say("quality: skipped under torchrun; run `augkit quality --real ... --fake shards/<id>.h5` in one "
+                     "process afterwards")
+            return
+        extractor = None
+        for step in self.recipe.order():
+            if step.amount is None:
+                continue
+
+            def run(step: StepSpec = step) -> dict:
+                nonlocal extractor
+                if extractor is None:
+                    extractor = extractor_for(spec.features, self._train_rows(), self.split.apply(self.base, "val"),
+                                              ExtractorSpec(epochs=spec.epochs, seed=spec.seed),
+                                              quality_cache() / "extractors", self.device, self.say)
+                folder = self.out / "quality" / step.id
+                folder.parent.mkdir(exist_ok=True)
+                result = assess_to_folder(self.data_path, self.out / "shards" / f"{step.id}.h5", folder, spec,
+                                          split=self.split, device=self.device, extractor=extractor,
+                                          title=f"Generative quality of {step.id}", say=self.say)
+                collapsed = [r["class"] for r in result["classes"] if r.get("collapsed")]
+                copies = result["overall"].get("copies", 0)
+                if collapsed or copies:
+                    self.say(f"quality {step.id}: warning: " + "; ".join(
+                        ([f"collapsed: {', '.join(collapsed)}"] if collapsed else [])
+                        + ([f"{copies} near copies of training images"] if copies else []))
+                        + f"; see {folder / 'quality.md'}")
+                return {"path": str(folder), "collapsed": collapsed, "copies": copies}
+
+            self._stage(f"quality {step.id}", run)
 
     def _grid(self, shard: Path, per_class: int = 8) -> Path:
         """A sample grid of a shard: one row per class, the first ``per_class`` images of it."""
@@ -360,25 +417,29 @@ class Runner:
     # -- the whole run -----------------------------------------------------------------------------
     def run(self) -> Path:
         """Carry out every stage not finished yet; returns the report's path (or the run folder)."""
-        self._prepare_folder()
+        distributed.run_on_main(self._prepare_folder)
+        if self.state is None:  # the other ranks under torchrun read what rank 0 prepared
+            self.state = RunState(self.out / "state.json")
         self.say(f"run {self.recipe.name} in {self.out} on {self.device}"
                  + (" (resuming)" if self.resume else ""))
         try:
-            data = self._stage("data", self._data)
+            data = self._stage("data", lambda: distributed.run_on_main(self._data))
             self.data_path = Path(data["path"])
             self.base = H5Dataset(self.data_path)
             if self.base.info.fingerprint != data["fingerprint"]:
                 raise DataError(f"{self.data_path}: changed since this run imported it (fingerprints differ); "
                                 "start a new run")
-            self._stage("split", self._split)
+            self._stage("split", lambda: distributed.run_on_main(self._split))
             self.split = Split.load(self.out / "split.json", fingerprint=self.base.info.fingerprint)
             for step in self.recipe.order():
                 self._run_step(step)
+            if self.recipe.quality is not None:
+                self._quality()
             if self.recipe.evaluate is not None:
                 self._stage("evaluate", self._evaluate)
             self.stage = "report"
             t0 = time.perf_counter()
-            report = self._report()
+            report = distributed.run_on_main(self._report)
             self.state.mark("report", time.perf_counter() - t0, **report)
         except KeyboardInterrupt as exc:
             detail = f" ({exc})" if str(exc) else ""

@@ -436,13 +436,13 @@ def main(argv: list[str] | None = None) -> int:
                      gflop_img=ak["flops"] / bs / 1e9,
                      note="uint8 in RAM, channels-last")
         plain_rows = {}
-        for source in folders:
+        for kind in folders:
             for w in args.workers:
-                r = tr[(source, w)]
+                r = tr[(kind, w)]
                 rate = args.steps * bs / sum(r["durations"])
-                note = ("ImageFolder, original files, Resize + CenterCrop, NCHW" if source == "jpeg"
+                note = ("ImageFolder, original files, Resize + CenterCrop, NCHW" if kind == "jpeg"
                         else "ImageFolder, PNG at training size, NCHW")
-                plain_rows[(source, w)] = add(sec, f"(b) plain loop, {source}, num_workers={w}", rate,
+                plain_rows[(kind, w)] = add(sec, f"(b) plain loop, {kind}, num_workers={w}", rate,
                                               durations=r["durations"], images=args.steps * bs,
                                               gflop_img=r["flops"] / bs / 1e9, note=note)
         peaks.append(matmul_gflops(dev))
@@ -557,8 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     gen_frac = gen_aug["images_per_s"] / gen_bare["images_per_s"]
     verdict_train = "PASS" if train_ratio >= GOAL_TRAIN_RATIO else "FAIL"
     verdict_gen = "PASS" if gen_frac >= GOAL_GEN_FRACTION else "FAIL"
-    others = ", ".join(f"{ak_row['images_per_s'] / r['images_per_s']:.2f}x vs {source}, num_workers={w}"
-                       for (source, w), r in plain_rows.items())
+    others = ", ".join(f"{ak_row['images_per_s'] / r['images_per_s']:.2f}x vs {kind}, num_workers={w}"
+                       for (kind, w), r in plain_rows.items())
     console.print(f"goal 1: augkit training >= {GOAL_TRAIN_RATIO}x the faster plain loop over {ref_source}: "
                   f"[bold]{verdict_train}[/bold] "
                   f"({train_ratio:.2f}x; {others})")

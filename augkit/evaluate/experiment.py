@@ -2,6 +2,10 @@
 
 Each finished run is saved at once (``runs/<arm>-seed<k>.json``), so an interrupted evaluation
 started again with the same output folder and settings continues where it stopped.
+
+Images are read into memory when they fit the memory budget (:mod:`augkit.data.stream`), else streamed
+from the HDF5 files. Under torchrun every rank trains each run together (DDP); rank 0 alone decides
+which runs are already done and writes every file.
 """
 
 from __future__ import annotations
@@ -14,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from augkit import atomic
-from augkit.augment import check_device
+from augkit import atomic, distributed
 from augkit.data.reader import H5Dataset
 from augkit.data.schema import REAL
 from augkit.data.split import Split, stratified_split
+from augkit.data.stream import StackedImages, fits_in_memory
 from augkit.errors import DataError, UserError
 from augkit.evaluate.arms import BASELINE, Arm, class_mapping, synthetic_rows
 from augkit.evaluate.metrics import compare_arms
@@ -69,7 +73,7 @@ def evaluate(
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
         raise UserError("evaluate: seeds must be at least 1")
-    device = check_device(device)
+    device = distributed.setup(device)  # under torchrun: this rank's device, in the process group
     out_dir = Path(out_dir)
 
     base = H5Dataset(data)
@@ -99,55 +103,84 @@ def evaluate(
         raise DataError("the test set is empty")
 
     synthetic = {a.name: synthetic_rows(a, base, the_split.train, held_out) for a in arms}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "runs").mkdir(exist_ok=True)
-    the_split.save(out_dir / "split.json")
+
+    def prepare_folder() -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "runs").mkdir(exist_ok=True)
+        the_split.save(out_dir / "split.json")
+
+    distributed.run_on_main(prepare_folder)
 
     settings = {"config": dataclasses.asdict(cfg), "data": base.info.fingerprint,
                 "split": hashlib.sha256(json.dumps(the_split.to_json()).encode()).hexdigest(),
                 "test": str(test) if test else None}
+    if distributed.world_size() > 1:  # a global batch of batch_size x ranks trains another model
+        settings.update(world_size=distributed.world_size(), sync_bn=distributed.sync_bn())
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
-    real_x = torch.from_numpy(train_real.read(np.arange(len(train_real))))
+    largest_arm = max(sum(len(v) for v in synthetic[a.name].views) for a in arms)
+    h, w = base.image_size
+    in_memory = fits_in_memory((len(train_real) + largest_arm + len(val) + len(test_ds)) * h * w * 3)
     real_y = torch.from_numpy(train_real.labels)
-    val_t = (torch.from_numpy(val.read(np.arange(len(val)))), val.labels)
-    test_t = (torch.from_numpy(test_ds.read(np.arange(len(test_ds)))), test_labels)
+    if in_memory:
+        real_x = torch.from_numpy(train_real.read(np.arange(len(train_real))))
+        val_t = (torch.from_numpy(val.read(np.arange(len(val)))), val.labels)
+        test_t = (torch.from_numpy(test_ds.read(np.arange(len(test_ds)))), test_labels)
+    else:  # larger than the memory budget: every batch is read from the files as training needs it
+        val_t, test_t = (val, val.labels), (test_ds, test_labels)
     num_classes = len(base.class_names)
     results: dict[str, list[dict]] = {a.name: [] for a in arms}
     reused: list[str] = []
     cache = Path(run_cache) if run_cache is not None else None
     for arm in arms:
         shard_prints = sorted(view.info.fingerprint for view in synthetic[arm.name].views)
-        extra_x, extra_y = synthetic[arm.name].read_all()
-        x = real_x if extra_x is None else torch.cat([real_x, torch.from_numpy(extra_x)])
-        y = real_y if extra_x is None else torch.cat([real_y, torch.from_numpy(extra_y)])
+        extra = synthetic[arm.name]
+        if in_memory:
+            extra_x, extra_y = extra.read_all()
+            x = real_x if extra_x is None else torch.cat([real_x, torch.from_numpy(extra_x)])
+            y = real_y if extra_x is None else torch.cat([real_y, torch.from_numpy(extra_y)])
+        else:
+            x = StackedImages([(train_real, train_real.labels), *zip(extra.views, extra.labels)])
+            y = torch.from_numpy(x.labels)
         for seed in seed_list:
             path = out_dir / "runs" / f"{arm.name}-seed{seed}.json"
-            if path.exists():
-                done = json.loads(path.read_text())
-                if done.get("settings_key") == key:
-                    results[arm.name].append(done)
-                    continue
             run_key = hashlib.sha256(json.dumps([key, shard_prints, seed]).encode()).hexdigest()[:24]
             cached = cache / f"{run_key}.json" if cache is not None else None
-            if cached is not None and cached.is_file():
-                done = {**json.loads(cached.read_text()), "arm": arm.name, "reused_from": str(cached)}
-                atomic.write_json(path, done)
-                results[arm.name].append(done)
-                reused.append(f"{arm.name} seed {seed}")
+
+            def finished(path=path, cached=cached, arm=arm, seed=seed) -> tuple[dict, bool] | None:
+                """A finished run in the output folder or the cache (rank 0 looks, every rank gets it)."""
+                if path.exists():
+                    done = json.loads(path.read_text())
+                    if done.get("settings_key") == key:
+                        return done, False
+                if cached is not None and cached.is_file():
+                    done = {**json.loads(cached.read_text()), "arm": arm.name, "reused_from": str(cached)}
+                    atomic.write_json(path, done)
+                    return done, True
+                return None
+
+            found = distributed.run_on_main(finished)
+            if found is not None:
+                results[arm.name].append(found[0])
+                if found[1]:
+                    reused.append(f"{arm.name} seed {seed}")
                 continue
             run = train_run(x, y, val_t, test_t, num_classes, cfg, seed, device, label=arm.name,
                             epoch_size=len(real_y) if cfg.equal_steps else None)
             run.update({"arm": arm.name, "settings_key": key,
                         "train_counts": np.bincount(y.numpy(), minlength=num_classes).tolist(),
                         "synthetic_rows": synthetic[arm.name].count})
-            atomic.write_json(path, run)
-            if cached is not None:
-                try:
-                    cache.mkdir(parents=True, exist_ok=True)
-                    atomic.write_json(cached, run)
-                except OSError:
-                    pass  # a cache that cannot be written costs time later, never a result
+
+            def save(run=run, path=path, cached=cached) -> None:
+                atomic.write_json(path, run)
+                if cached is not None:
+                    try:
+                        cache.mkdir(parents=True, exist_ok=True)
+                        atomic.write_json(cached, run)
+                    except OSError:
+                        pass  # a cache that cannot be written costs time later, never a result
+
+            distributed.run_on_main(save)
             results[arm.name].append(run)
 
     comparison = {a.name: compare_arms(results[BASELINE], results[a.name], num_classes, n_boot=n_boot)
@@ -165,8 +198,11 @@ def evaluate(
         "deltas": comparison,
         "reused_runs": reused,
     }
-    atomic.write_json(out_dir / "metrics.json", summary)
     from augkit.evaluate.report import write_report
 
-    write_report(summary, out_dir)
+    def report() -> None:
+        atomic.write_json(out_dir / "metrics.json", summary)
+        write_report(summary, out_dir)
+
+    distributed.run_on_main(report)
     return summary

@@ -3,6 +3,13 @@
 Images stay uint8 until they reach the device, where they are normalised inside the step (4x less
 memory traffic than float tensors). CUDA: mixed precision and channels-last; CPU: fp32 (bf16 and fp16
 are ~100x slower on this kind of CPU) and channels-last (1.1-2.3x faster here).
+
+Images come as a uint8 tensor in memory or as a lazy source (``read(positions)``, e.g. an H5Dataset
+view) that DataLoader workers stream. Under torchrun the model trains in DistributedDataParallel: each
+epoch's seeded permutation is the same on every rank and each rank takes every world-size-th position
+(DistributedSampler's split, reshuffled per epoch, and also for class-balanced or capped epochs);
+the global batch is ``batch_size x world size``; validation and test are split over the ranks and the
+predictions gathered, so every rank returns the same numbers.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from augkit import distributed
 from augkit.evaluate.metrics import classification_metrics
 from augkit.evaluate.models import DEFAULT_MODEL, create_classifier
 from augkit.progress import track
@@ -56,79 +64,112 @@ def _flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(v, x.flip(2), x)
 
 
+def _read(images, idx: np.ndarray) -> torch.Tensor:
+    """A batch of uint8 images from a tensor in memory or a lazy source with ``read(positions)``."""
+    if isinstance(images, torch.Tensor):
+        return images[torch.from_numpy(idx).to(images.device)]
+    return torch.from_numpy(images.read(idx))
+
+
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int) -> np.ndarray:
-    model.eval()
+def predict(model: nn.Module, images, device: torch.device, batch_size: int) -> np.ndarray:
+    """Predicted classes for every image; under torchrun each rank predicts every world-size-th one and
+    all ranks get the whole result."""
+    model = distributed.unwrap(model).eval()
+    rank, world = distributed.rank(), distributed.world_size()
+    mine = np.arange(rank, len(images), world)
     out = []
     amp = device.type == "cuda"
-    for start in range(0, len(images), batch_size):
+    for start in range(0, len(mine), batch_size):
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            logits = model(_to_input(images[start:start + batch_size], device))
+            logits = model(_to_input(_read(images, mine[start:start + batch_size]), device))
         out.append(logits.argmax(1).cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0, np.int64)
+    local = torch.cat(out).numpy() if out else np.zeros(0, np.int64)
+    if world == 1:
+        return local
+    merged = np.zeros(len(images), np.int64)
+    for r, part in enumerate(distributed.all_gather_object(local)):
+        merged[r::world] = part
+    return merged
 
 
-def train_run(train_x: torch.Tensor, train_y: torch.Tensor, val: tuple[torch.Tensor, np.ndarray],
-              test: tuple[torch.Tensor, np.ndarray], num_classes: int, cfg: TrainConfig, seed: int,
+def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_classes: int, cfg: TrainConfig, seed: int,
               device: str, label: str = "", keep_model: bool = False, epoch_size: int | None = None) -> dict:
     """Train with ``seed``; returns test metrics of the best validation epoch, and the predictions
     (and, with ``keep_model``, the model with the best epoch's weights under "model"). ``epoch_size``:
-    images per epoch (default: all of ``train_x``); fewer draws a fresh random subset each epoch."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
+    images per epoch (default: all of ``train_x``); fewer draws a fresh random subset each epoch.
+
+    ``train_x`` and the images of ``val`` and ``test`` are uint8 NHWC tensors, or lazy sources with
+    ``read(positions)`` (streamed, for data larger than memory)."""
+    rank, world = distributed.rank(), distributed.world_size()
+    torch.manual_seed(distributed.rank_seed(seed))
+    rng = np.random.default_rng(seed)  # the same on every rank: the epoch's order is shared
+    gen = torch.Generator().manual_seed(distributed.rank_seed(seed))
     dev = torch.device(device)
+    streamed = not isinstance(train_x, torch.Tensor)
     model = create_classifier(cfg.model, num_classes, cfg.pretrained).to(dev).to(memory_format=torch.channels_last)
-    counts = np.bincount(train_y.numpy(), minlength=num_classes).astype(np.float64)
+    net = distributed.wrap(model, dev)
+    counts = np.bincount(np.asarray(train_y), minlength=num_classes).astype(np.float64)
     weight = None
     if cfg.class_weights:
         weight = torch.tensor(counts.sum() / (num_classes * np.maximum(counts, 1)), dtype=torch.float32, device=dev)
     loss_fn = nn.CrossEntropyLoss(weight=weight)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, min(epoch_size or len(train_y), len(train_y)) // cfg.batch_size)
+    steps_per_epoch = max(1, min(epoch_size or len(train_y), len(train_y)) // (cfg.batch_size * world))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
     amp = dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    if dev.type == "cuda" and train_x.numel() < 0.25 * torch.cuda.get_device_properties(dev).total_memory:
+    if (not streamed and dev.type == "cuda"
+            and train_x.numel() < 0.25 * torch.cuda.get_device_properties(dev).total_memory):
         train_x, train_y = train_x.to(dev), train_y.to(dev)  # uint8 on the GPU: no host transfer per step
     sample_p = None
     if cfg.balanced_sampling:
-        sample_p = (1.0 / counts[train_y.cpu().numpy()])
+        sample_p = (1.0 / counts[np.asarray(train_y.cpu())])
         sample_p /= sample_p.sum()
+    per_epoch = steps_per_epoch * cfg.batch_size * world
 
     history, best = [], {"val_weighted_f1": -1.0}
     start_time = time.perf_counter()
     seen, step_seconds = 0, 0.0
     with track(f"{label} seed {seed}".strip(), cfg.epochs * steps_per_epoch) as bar:
         for epoch in range(cfg.epochs):
-            model.train()
-            order = (rng.choice(len(train_y), size=steps_per_epoch * cfg.batch_size, p=sample_p)
-                     if sample_p is not None else rng.permutation(len(train_y))[: steps_per_epoch * cfg.batch_size])
-            order = torch.from_numpy(order).to(train_x.device)
+            net.train()
+            order = (rng.choice(len(train_y), size=per_epoch, p=sample_p)
+                     if sample_p is not None else rng.permutation(len(train_y))[:per_epoch])
+            order = order[rank::world]  # this rank's share, as DistributedSampler splits it
+            batch_idx = [order[k * cfg.batch_size:(k + 1) * cfg.batch_size] for k in range(steps_per_epoch)]
+            if streamed:
+                from augkit.data.stream import stream_batches
+
+                batches = iter(stream_batches(train_x, np.asarray(train_y), batch_idx, pin=dev.type == "cuda"))
             total_loss = torch.zeros((), device=dev)
             epoch_start = time.perf_counter()
             for step in range(steps_per_epoch):
-                idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-                x = _to_input(train_x[idx], dev)
+                if streamed:
+                    images, y = next(batches)
+                else:
+                    idx = torch.from_numpy(batch_idx[step]).to(train_x.device)
+                    images, y = train_x[idx], train_y[idx]
+                x = _to_input(images, dev)
                 if cfg.input_aug == "flip":
                     x = _flip(x, gen)
-                y = train_y[idx].to(dev, non_blocking=True)
+                y = y.to(dev, non_blocking=True)
                 with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
-                    loss = loss_fn(model(x), y)
+                    loss = loss_fn(net(x), y)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
                 total_loss += loss.detach()
-                seen += len(idx)
+                seen += len(y) * world
                 bar(1)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             step_seconds += time.perf_counter() - epoch_start
             val_pred = predict(model, val[0], dev, cfg.eval_batch_size)
             val_f1 = classification_metrics(val[1], val_pred, num_classes)["weighted_f1"]
-            mean_loss = float(total_loss) / steps_per_epoch
+            mean_loss = distributed.mean_over_ranks({"loss": float(total_loss) / steps_per_epoch})["loss"]
             history.append({"epoch": epoch + 1, "loss": mean_loss, "val_weighted_f1": val_f1})
             bar.note(f"loss {mean_loss:.3f}  val F1 {val_f1:.3f}")
             if val_f1 > best["val_weighted_f1"]:

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augkit import distributed
+from augkit.data.reader import ImageDataset
 from augkit.errors import UserError
 from augkit.progress import track
 from augkit.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
@@ -148,7 +150,7 @@ class StopFlag:
 def train_gan(
     G: nn.Module,
     D: nn.Module,
-    images: torch.Tensor,
+    images: torch.Tensor | ImageDataset,
     labels: torch.Tensor | None,
     cfg: GANConfig,
     run_dir: str | Path,
@@ -166,12 +168,22 @@ def train_gan(
     ``conditional``: G and D take labels; D's auxiliary logits (when it returns some) are trained with
     cross-entropy as in AC-GAN. Only parameters with ``requires_grad`` are optimised, so frozen
     layers stay exactly as they were.
+
+    ``images`` is a uint8 tensor in memory, or a lazy :class:`ImageDataset` (larger than memory) whose
+    batches DataLoader workers read ahead; each batch's rows are then a function of (seed, rank, draw),
+    so a resumed run reads what an uninterrupted one would.
+
+    Under torchrun (:mod:`augkit.distributed`) G and D train in DistributedDataParallel: every rank
+    draws its own batch of ``cfg.batch_size`` (the global batch is ``batch_size x world size``), from its
+    own random streams; rank 0 alone writes checkpoints, samples and loss curves; checkpoints hold the
+    unwrapped networks, so a run started under DDP resumes in one process and vice versa.
     """
     run_dir = Path(run_dir)
     dev = torch.device(device)
     ckpt_path = checkpoint_path(run_dir, resume)
     if conditional and labels is None:
         raise ValueError("conditional training needs labels")
+    streamed = isinstance(images, ImageDataset)
     n = len(images)
     if n < 2:
         raise UserError(f"GAN training needs at least 2 images, got {n}")
@@ -186,10 +198,12 @@ def train_gan(
                              fused=True)
     ema = EMA(G, decay=cfg.ema_decay, warmup=True) if cfg.ema_decay > 0 else None
 
-    torch.manual_seed(seed)  # dropout and anything else drawing from the global generator
-    np_rng = np.random.default_rng(seed)
-    gen_z = torch.Generator().manual_seed(seed + 1)
-    gen_aug = torch.Generator().manual_seed(seed + 2)
+    # each rank draws from its own streams; rank 0's are those of a single process
+    rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
+    torch.manual_seed(distributed.rank_seed(seed))  # dropout and anything else drawing from the global generator
+    np_rng = np.random.default_rng(seed if rank == 0 else distributed.rank_seed(seed))
+    gen_z = torch.Generator().manual_seed(distributed.rank_seed(seed, 1))
+    gen_aug = torch.Generator().manual_seed(distributed.rank_seed(seed, 2))
     fixed_z = torch.randn(64, G.latent_dim, generator=torch.Generator().manual_seed(seed + 3))
     generators = {"z": gen_z, "aug": gen_aug}
     history: list[dict] = []
@@ -202,28 +216,55 @@ def train_gan(
         opt_d.load_state_dict(state["opt_d"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
-        restore_rng_state(state["rng"], np_rng=np_rng, generators=generators)
-        history = json.loads(state["history"])
         start = int(state["step"])
-    else:
+        per_rank = state.get("rng_ranks")
+        if per_rank is not None and len(per_rank) == world:
+            restore_rng_state(per_rank[rank], np_rng=np_rng, generators=generators)
+        elif rank == 0:
+            restore_rng_state(state["rng"], np_rng=np_rng, generators=generators)
+        else:  # a world size other than the checkpoint's: this rank's streams start afresh, past `start`
+            torch.manual_seed(distributed.rank_seed(seed, 10 + start))
+            np_rng = np.random.default_rng([distributed.rank_seed(seed), start])
+            gen_z.manual_seed(distributed.rank_seed(seed, 11 + start))
+            gen_aug.manual_seed(distributed.rank_seed(seed, 12 + start))
+        history = json.loads(state["history"])
+    elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(
-            {"kind": kind, "seed": seed, "device": device, "images": n, "config": dataclasses.asdict(cfg)}, indent=2))
+            {"kind": kind, "seed": seed, "device": device, "images": n, "world_size": world,
+             "config": dataclasses.asdict(cfg)}, indent=2))
+    # DDP when several ranks run; the plain modules stay what is checkpointed, sampled and averaged
+    G_dp, D_dp = distributed.wrap(G, dev), distributed.wrap(D, dev)
 
     by_class = None
     if cfg.balanced_classes and labels is not None:
-        members = [np.flatnonzero(labels.numpy() == c) for c in range(num_classes)]
+        members = [np.flatnonzero(np.asarray(labels) == c) for c in range(num_classes)]
         by_class = [m for m in members if len(m)]
-    if dev.type == "cuda" and images.numel() < 0.25 * torch.cuda.get_device_properties(dev).total_memory:
+    if (not streamed and dev.type == "cuda"
+            and images.numel() < 0.25 * torch.cuda.get_device_properties(dev).total_memory):
         images = images.to(dev)  # uint8 on the GPU: no host transfer per step
     amp = dev.type == "cuda" and torch.cuda.is_bf16_supported()
 
-    def draw_real():
+    def pick(rng: np.random.Generator) -> np.ndarray:
         if by_class is not None:
-            classes = np_rng.integers(0, len(by_class), batch)
-            idx = np.array([by_class[c][np_rng.integers(0, len(by_class[c]))] for c in classes])
-        else:
-            idx = np_rng.choice(n, size=batch, replace=False)
+            classes = rng.integers(0, len(by_class), batch)
+            return np.array([by_class[c][rng.integers(0, len(by_class[c]))] for c in classes])
+        return rng.choice(n, size=batch, replace=False)
+
+    if streamed:
+        label_column = np.zeros(n, np.int64) if labels is None else np.asarray(labels, np.int64)
+        stream_seed = distributed.rank_seed(seed, 4)
+        draws = (pick(np.random.default_rng([stream_seed, k]))
+                 for k in range(start * cfg.n_critic, cfg.steps * cfg.n_critic))
+        from augkit.data.stream import stream_batches
+
+        batches = iter(stream_batches(images, label_column, draws, pin=dev.type == "cuda"))
+
+    def draw_real():
+        if streamed:
+            x, y = next(batches)
+            return to_input(x, dev), (y.to(dev, non_blocking=True) if labels is not None else None)
+        idx = pick(np_rng)
         x = to_input(images[torch.from_numpy(idx).to(images.device)], dev)
         y = labels[torch.from_numpy(idx)].to(dev) if labels is not None else None
         return x, y
@@ -231,11 +272,11 @@ def train_gan(
     def augment(x):
         return diff_augment(x, cfg.diffaugment, generator=gen_aug) if cfg.diffaugment else x
 
-    def generate(z, y):
-        return G(z, y) if conditional else G(z)
+    def generate(z, y, net=G_dp):
+        return net(z, y) if conditional else net(z)
 
-    def discriminate(x, y):
-        logit, aux = D(x, y) if conditional else D(x)
+    def discriminate(x, y, net=D_dp):
+        logit, aux = net(x, y) if conditional else net(x)
         return logit.float(), (aux.float() if aux is not None else None)
 
     def sample_grid(step: int) -> None:
@@ -252,9 +293,14 @@ def train_gan(
         save_grid(to_uint8(out), run_dir / "samples" / f"step_{step:07d}.png", columns=8)
 
     def checkpoint(step: int) -> None:
+        rngs = distributed.all_gather_object(rng_state(np_rng=np_rng, generators=generators))
+        if not main:
+            return
         state = {"step": step, "G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(),
-                 "opt_d": opt_d.state_dict(), "rng": rng_state(np_rng=np_rng, generators=generators),
+                 "opt_d": opt_d.state_dict(), "rng": rngs[0],
                  "history": json.dumps(history), "config": json.dumps(dataclasses.asdict(cfg))}
+        if world > 1:
+            state["rng_ranks"] = rngs
         if ema is not None:
             state["ema"] = ema.state_dict()
         save_checkpoint(ckpt_path, state, kind=kind)
@@ -279,7 +325,7 @@ def train_gan(
                     # the last critic step's fakes keep their graph: the G step reuses them instead of
                     # running G again (one G forward less per step, as in the common DCGAN loop)
                     with torch.set_grad_enabled(last):
-                        fake = generate(z, y_real).float()
+                        fake = generate(z, y_real, G_dp if last else G).float()
                     real_in, fake_in = augment(real), augment(fake.detach())
                     # one D pass over real and fake together: larger matrix products run faster on a CPU,
                     # and D has no batch statistics (no BatchNorm) that mixing the two could change
@@ -294,16 +340,18 @@ def train_gan(
                         loss = loss + cfg.aux_weight * aux_loss
                 if cfg.loss == "wgan-gp":
                     y_gp = y_real
+                    # through the plain D: DDP cannot take a second forward (and double backward) per step
                     loss = loss + cfg.gp_weight * gradient_penalty(
-                        lambda x: discriminate(x, y_gp)[0], real_in, fake_in, generator=gen_aug)
+                        lambda x: discriminate(x, y_gp, D)[0], real_in, fake_in, generator=gen_aug)
                 opt_d.zero_grad(set_to_none=True)
                 loss.backward()
                 opt_d.step()
                 seen += batch
             loss_d = loss.detach()
             # -- generator: through the updated D, on the fakes of the last critic step ---------
+            # (the plain D: its gradients here are discarded, so DDP need not average them)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                logit, aux = discriminate(augment(fake), y_real)
+                logit, aux = discriminate(augment(fake), y_real, D)
                 loss_g = g_loss(cfg.loss, logit)
                 if aux is not None:
                     loss_g = loss_g + cfg.aux_weight * F.cross_entropy(aux, y_real)
@@ -314,7 +362,10 @@ def train_gan(
                 ema.update(G)
             step += 1
             bar(1)
-            if deadline is not None and step < cfg.steps and time.monotonic() >= deadline:
+            out_of_time = deadline is not None and step < cfg.steps and time.monotonic() >= deadline
+            if world > 1:  # every rank stops at the same step
+                out_of_time, = distributed.any_true(out_of_time)
+            if out_of_time:
                 stopped_early = True  # the time budget is spent: finish this step like the last one
 
             sums["loss_d"] += float(loss_d)
@@ -323,22 +374,27 @@ def train_gan(
             count += 1
             final = step == cfg.steps or stopped_early
             if step % cfg.log_every == 0 or final:
-                rate = seen / max(time.perf_counter() - t0, 1e-9)
-                history.append({"step": step, **{k: v / count for k, v in sums.items()}, "images_per_s": rate})
-                bar.note(f"D {sums['loss_d'] / count:.3f}  G {sums['loss_g'] / count:.3f}  {rate:.0f} img/s")
+                rate = seen * world / max(time.perf_counter() - t0, 1e-9)
+                means = distributed.mean_over_ranks({k: v / count for k, v in sums.items()})
+                history.append({"step": step, **means, "images_per_s": rate})
+                bar.note(f"D {means['loss_d']:.3f}  G {means['loss_g']:.3f}  {rate:.0f} img/s")
                 sums = dict.fromkeys(sums, 0.0)
                 count, t0, seen = 0, time.perf_counter(), 0
-            if step % cfg.sample_every == 0 or final:
+            if (step % cfg.sample_every == 0 or final) and main:
                 sample_grid(step)
             if step % cfg.checkpoint_every == 0 or final:
                 checkpoint(step)
             if callback is not None:
                 callback(step)
-            if stop.requested:
+            stop_requested = stop.requested
+            if world > 1:
+                stop_requested, = distributed.any_true(stop_requested)
+            if stop_requested:
                 if step % cfg.checkpoint_every and not final:
                     checkpoint(step)
                 raise KeyboardInterrupt(f"stopped at step {step}; continue with --resume")
             if stopped_early:
                 break
-    plot_losses(history, run_dir / "losses.png")
+    if main:
+        plot_losses(history, run_dir / "losses.png")
     return {"steps": step, "history": history, "ema": ema, "stopped_early": stopped_early}

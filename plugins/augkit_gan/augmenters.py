@@ -77,18 +77,27 @@ class GANParams:
         return out
 
 
-def _train_tensors(train: ImageDataset) -> tuple[torch.Tensor, torch.Tensor]:
+def _train_tensors(train: ImageDataset) -> tuple[torch.Tensor | ImageDataset, torch.Tensor]:
+    """The training images in memory when they fit the memory budget (augkit.data.stream), else the lazy
+    view itself, which train_gan streams."""
+    from augkit.data.stream import fits_in_memory, image_bytes
+
     if len(train) < 2:
         raise UserError(f"GAN training needs at least 2 training images, got {len(train)}")
     h, w = train.image_size
     if h != w:
         raise DataError(f"GANs need square images, got {h}x{w}")
+    if not fits_in_memory(image_bytes(train)):
+        return train, torch.from_numpy(train.labels)
     return torch.from_numpy(train.read(np.arange(len(train)))), torch.from_numpy(train.labels)
 
 
 def _gan_config(p: dict, n_images: int, **extra) -> GANConfig:
+    from augkit import distributed
+
     batch = min(int(p["batch_size"]), n_images)
-    steps = p.get("steps") or max(1, math.ceil(float(p["epochs"]) * n_images / batch))
+    # under torchrun a step takes a batch on every rank: an epoch is fewer steps
+    steps = p.get("steps") or max(1, math.ceil(float(p["epochs"]) * n_images / (batch * distributed.world_size())))
     return GANConfig(steps=int(steps), batch_size=batch, loss=p["loss"], lr_g=p["lr_g"], lr_d=p["lr_d"],
                      betas_g=tuple(p["betas"]), betas_d=tuple(p["betas"]), diffaugment=p["diffaugment"],
                      ema_decay=p["ema_decay"], checkpoint_every=p["checkpoint_every"],

@@ -1,0 +1,108 @@
+"""Classification accuracy score (CAS, Ravuri & Vinyals 2019): train on synthetic, test on real.
+
+A classifier trained only on generated images and tested on held-out real images learns the classes
+only if the generator made them recognisable and varied; a collapsed or class-drifting generator
+scores low even when its images look sharp. The reference is the same classifier trained on as many
+real training images per class (train on real, test on real): CAS close to it means the synthetic
+images carry most of what the real ones teach. Training uses the evaluator's path
+(:func:`augkit.evaluate.trainer.train_run`); the best epoch is chosen on a held-out tenth of the
+*generated* images, so no real image is used for model selection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["CASSpec", "classification_accuracy_score"]
+
+
+@dataclass(frozen=True)
+class CASSpec:
+    model: str = field(default="resnet18", metadata={"help": "timm model trained on the generated images"})
+    epochs: int = field(default=3, metadata={"min": 1})
+    batch_size: int = field(default=64, metadata={"min": 1})
+    lr: float = field(default=1e-3, metadata={"min": 0})
+    reference: bool = field(default=True, metadata={"help": "also train on real images (same counts) for comparison"})
+    seed: int = field(default=0, metadata={"min": 0})
+
+
+def _selection_split(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A tenth of each class (at least one image where a class has two or more) held out for epoch selection."""
+    fit, hold = [], []
+    for label in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == label))
+        k = len(idx) // 10 if len(idx) >= 20 else int(len(idx) >= 2)
+        hold.append(idx[:k])
+        fit.append(idx[k:])
+    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(hold))
+
+
+def _one(images: np.ndarray, labels: np.ndarray, test: tuple[np.ndarray, np.ndarray], num_classes: int,
+         spec: CASSpec, device: str, label: str) -> dict:
+    from augkit.evaluate.trainer import TrainConfig, train_run
+
+    rng = np.random.default_rng(spec.seed)
+    fit, hold = _selection_split(labels, rng)
+    val = (torch.from_numpy(images[hold]), labels[hold])
+    cfg = TrainConfig(model=spec.model, epochs=spec.epochs, batch_size=min(spec.batch_size, len(fit)), lr=spec.lr)
+    run = train_run(torch.from_numpy(images[fit]), torch.from_numpy(labels[fit]), val,
+                    (torch.from_numpy(test[0]), test[1]), num_classes, cfg, spec.seed, device, label=label)
+    m = run["metrics"]
+    return {"accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"], "weighted_f1": m["weighted_f1"],
+            "per_class_recall": m["per_class"]["recall"], "train_images": int(len(fit)), "best_epoch": run["best_epoch"]}
+
+
+def _cached(cache_dir: Path | None, parts: list[np.ndarray], spec: CASSpec, compute) -> dict:
+    """``compute()``, or its earlier result for the same arrays and spec (the reference run is the same for
+    every shard with the same per-class counts, e.g. +50% from several augmenters)."""
+    if cache_dir is None:
+        return compute()
+    digest = hashlib.sha256(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode())
+    for array in parts:
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    path = Path(cache_dir) / f"reference-{digest.hexdigest()[:24]}.json"
+    if path.is_file():
+        return {**json.loads(path.read_text()), "cached": True}
+    result = compute()
+    from augkit import atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(path, result)
+    return result
+
+
+def classification_accuracy_score(fake: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+                                  num_classes: int, spec: CASSpec, device: str,
+                                  real: tuple[np.ndarray, np.ndarray] | None = None,
+                                  cache_dir: Path | None = None) -> dict:
+    """Train on ``fake`` = (uint8 images, labels in the real class order), test on real ``test`` images.
+
+    With ``real`` (the real training images and labels) and ``spec.reference``, the same classifier is
+    also trained on real images, as many per class as the generated set has (fewer where the class has
+    fewer), and tested on the same images; with ``cache_dir`` that run is reused when the same images and
+    settings come again. Returns ``{"cas": {...}, "reference": {...} | None, ...}``.
+    """
+    images, labels = fake
+    if len(images) < 2:
+        raise ValueError(f"classification_accuracy_score: needs generated images to train on, got {len(images)}")
+    out = {"cas": _one(images, labels, test, num_classes, spec, device, "CAS (train on generated)"),
+           "reference": None, "test_images": int(len(test[1])), "model": spec.model, "epochs": spec.epochs,
+           "seed": spec.seed}
+    if real is not None and spec.reference:
+        rng = np.random.default_rng(spec.seed)
+        wanted = np.bincount(labels, minlength=num_classes)
+        pick = np.concatenate([rng.choice(np.flatnonzero(real[1] == c), min(int(wanted[c]), int((real[1] == c).sum())),
+                                          replace=False) for c in range(num_classes)])
+        pick = np.sort(pick)
+        images_r, labels_r = real[0][pick], real[1][pick]
+        out["reference"] = _cached(cache_dir, [images_r, labels_r, test[0], test[1]], spec, lambda: _one(
+            images_r, labels_r, test, num_classes, spec, device, "reference (train on real)"))
+    return out
