@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from pathlib import Path
 from typing import Any
 
@@ -161,14 +163,15 @@ def augment_to_file(
                                   parent2=parent2[pos], split=split[pos] if with_split else None,
                                   source=base.read_sources(np.arange(pos.start, pos.stop)) if with_source else None)
                     advance(len(images))
-            for k, (label, _, n) in enumerate(chunks):
-                samples = made(k)
-                parents = samples.parents if samples.parents.ndim == 2 else samples.parents[:, None]
-                writer.append(samples.images, np.full(n, label), origin=origin_id, parent=parents[:, 0],
-                              parent2=parents[:, 1] if parents.shape[1] == 2 else -1,
-                              split=SPLIT_NAMES.index("train") if with_split else None,
-                              source=[""] * n if with_source else None)
-                advance(n)
+            with WriteBehind() as behind:  # batch k is written while batch k + 1 is generated
+                for k, (label, _, n) in enumerate(chunks):
+                    samples = made(k)
+                    parents = samples.parents if samples.parents.ndim == 2 else samples.parents[:, None]
+                    behind.submit(writer.append, samples.images, np.full(n, label), origin=origin_id,
+                                  parent=parents[:, 0], parent2=parents[:, 1] if parents.shape[1] == 2 else -1,
+                                  split=SPLIT_NAMES.index("train") if with_split else None,
+                                  source=[""] * n if with_source else None)
+                    advance(n)
             if consistency is not None:
                 writer.provenance["filter"] = {"spec": dataclasses.asdict(consistency.spec),
                                                "classifier": consistency.val_metrics,
@@ -182,6 +185,38 @@ def augment_to_file(
     if consistency is not None:
         summary["filter"] = consistency.rates()
     return summary
+
+
+class WriteBehind:
+    """Runs each write in one background thread while the caller makes the next batch, so generating
+    and writing (checks, HDF5, SHA-256) overlap; on a GPU the generator then never waits for the disk.
+    Writes run one at a time, in order; a failed write is raised at the next ``submit`` or on leaving
+    the ``with`` block, which always waits for the write in flight (the writer closes after it)."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="augkit-write")
+        self._pending = None
+
+    def submit(self, fn: Callable[..., Any], *args, **kwargs) -> None:
+        self.wait()
+        self._pending = self._pool.submit(fn, *args, **kwargs)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> "WriteBehind":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.wait()
+            elif self._pending is not None:  # already failing: let the write finish, keep the first error
+                wait_for([self._pending])
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def _write_from_ranks(chunks: list[tuple[int, int, int]], make: Callable[..., Samples],

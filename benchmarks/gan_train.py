@@ -473,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             bare_forward(G, dev, n_gen, args.seed)
             sync(dev)
             bare_t.append(time.perf_counter() - t0)
+            out.unlink(missing_ok=True)  # deleting the previous repeat's file is not part of generating
             t0 = time.perf_counter()
             summary = augment_to_file(aug, train, out, {"per_class": per_class}, ctx, fit=False, overwrite=True)
             sync(dev)
@@ -482,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         noop = make_augmenter(None, dev, noop_size=args.size)
         noop_t = []
         for _ in range(args.gen_repeats):
+            out.unlink(missing_ok=True)
             t0 = time.perf_counter()
             augment_to_file(noop, train, out, {"per_class": per_class}, ctx, fit=False, overwrite=True)
             noop_t.append(time.perf_counter() - t0)
