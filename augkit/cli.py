@@ -718,6 +718,8 @@ def run_cmd(recipe_path, overrides, out_dir, device, resume, check, sync_bn):
 
     recipe = load_recipe(recipe_path, overrides, out=out_dir)
     if check:
+        if distributed.env_rank() != 0:  # under torchrun every rank checks, rank 0 alone prints the plan
+            return
         out.print(f"recipe {recipe.name}: OK (fingerprint {recipe.fingerprint()})")
         out.print(f"  data: {recipe.data.source} at {recipe.data.image_size}px, split {recipe.data.split}")
         for step in recipe.order():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -195,6 +196,9 @@ def test_cli_run_checks_prints_the_plan_and_reports_mistakes_in_one_line(tmp_pat
     assert result.returncode == 0, result.stderr
     assert "step acgan: acgan, +50% per class, after vanilla" in result.stdout
     assert "2 epochs" in result.stdout
+    # under torchrun every rank checks the recipe, and only rank 0 prints the plan
+    as_rank1 = run_cli("run", str(path), "--check", cwd=tmp_path, env={**os.environ, "RANK": "1", "WORLD_SIZE": "2"})
+    assert as_rank1.returncode == 0 and as_rank1.stdout == "", as_rank1.stderr
     result = run_cli("run", str(path), "--set", "evaluate.epochz=2", cwd=tmp_path)
     assert result.returncode == 2
     assert "unknown key 'epochz'; did you mean 'epochs'" in result.stderr
