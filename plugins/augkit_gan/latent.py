@@ -64,14 +64,20 @@ class InterpParams(LatentParams):
         "min": 0, "help": "0: t uniform in (0, 1); k: t drawn from k/(k+1) equal steps between the two images"})
 
 
-def load_gan(path: str | Path) -> Augmenter:
-    """A saved GAN augmenter of any kind, by the name in its augmenter.json."""
+def load_of_kind(path: str | Path, names: tuple[str, ...], needs: str) -> Augmenter:
+    """The saved augmenter in ``path`` when its augmenter.json names one of ``names``; otherwise an error
+    that names the folder, what it holds and what ``needs`` it."""
     from augkit.registry import load_augmenter
 
     name = Augmenter.saved_meta(path)["augmenter"]
-    if name not in GAN_NAMES:
-        raise DataError(f"{path}: holds augmenter '{name}'; latent augmenters need a GAN ({', '.join(GAN_NAMES)})")
+    if name not in names:
+        raise DataError(f"{path}: holds augmenter '{name}'; {needs} ({', '.join(names)})")
     return load_augmenter(path)
+
+
+def load_gan(path: str | Path) -> Augmenter:
+    """A saved GAN augmenter of any kind, by the name in its augmenter.json."""
+    return load_of_kind(path, GAN_NAMES, "latent augmenters need a GAN")
 
 
 class _LatentAugmenter(Augmenter):
@@ -130,16 +136,10 @@ class _LatentAugmenter(Augmenter):
     def _share_encoder(self, train: ImageDataset) -> None:
         """Take the encoder and generator of another saved latent augmenter: one encoder training
         serves perturbation and interpolation alike."""
-        from augkit.registry import load_augmenter
-
         if self.params.generator is not None:
             raise UserError(f"augmenter '{self.name}': give 'generator' or 'encoder', not both (a shared "
                             "encoder brings the generator it was trained against)")
-        name = Augmenter.saved_meta(self.params.encoder)["augmenter"]
-        if name not in LATENT_NAMES:
-            raise DataError(f"{self.params.encoder}: holds augmenter '{name}'; 'encoder' needs a latent "
-                            f"augmenter ({', '.join(LATENT_NAMES)})")
-        donor = load_augmenter(self.params.encoder)
+        donor = load_of_kind(self.params.encoder, LATENT_NAMES, "'encoder' needs a latent augmenter")
         if donor.gan.G.size != train.image_size[0]:
             raise DataError(f"{self.params.encoder}: its generator makes {donor.gan.G.size}px images, the data "
                             f"is {train.image_size[0]}px")
