@@ -61,7 +61,7 @@ class AugkitGroup(click.Group):
 def cli(ctx: click.Context, quiet: bool, traceback: bool) -> None:
     """augkit: augment white-blood-cell image datasets and measure whether it helped."""
     ctx.obj = {"traceback": traceback}
-    set_quiet(quiet or distributed.env_rank() != 0)  # under torchrun only rank 0 shows progress
+    set_quiet(quiet)
 
 
 def _out_path(path: Path, force: bool) -> Path:

@@ -85,12 +85,13 @@ def sync_bn() -> bool:
     return _sync_bn
 
 
-def setup(device: str | None = None, *, sync_batchnorm: bool = False) -> str:
+def setup(device: str | None = None, *, sync_batchnorm: bool | None = None) -> str:
     """Start the process group if torchrun launched this process; returns the device this rank uses.
 
     Without torchrun it only checks ``device``. Under torchrun ``cuda`` becomes ``cuda:LOCAL_RANK``
     (backend NCCL) and ``cpu`` stays ``cpu`` (backend gloo). ``sync_batchnorm`` makes :func:`wrap`
-    convert BatchNorm layers to SyncBatchNorm, which PyTorch runs on GPUs only.
+    convert BatchNorm layers to SyncBatchNorm, which PyTorch runs on GPUs only; None keeps what an
+    earlier call set (the CLI sets it, the library functions it calls only join the group).
     """
     import torch
     import torch.distributed as dist
@@ -122,7 +123,8 @@ def setup(device: str | None = None, *, sync_batchnorm: bool = False) -> str:
         minutes = float(os.environ.get("AUGKIT_DIST_TIMEOUT_MIN", DEFAULT_TIMEOUT_MIN))
         dist.init_process_group(backend, timeout=timedelta(minutes=minutes),
                                 device_id=dev if dev.type == "cuda" else None)
-    _sync_bn = sync_batchnorm
+    if sync_batchnorm is not None:
+        _sync_bn = sync_batchnorm
     return str(dev)
 
 
@@ -143,13 +145,6 @@ def _collective_device():
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
-
-
-def barrier() -> None:
-    import torch.distributed as dist
-
-    if active():
-        dist.barrier()
 
 
 def broadcast_object(obj: T, src: int = 0) -> T:
@@ -261,13 +256,6 @@ def fail_together() -> Iterator[None]:
         raise RankFailed(r, message, code)
 
 
-def together(fn: Callable[[], T]) -> T:
-    """``fn()`` on every rank; if it fails anywhere, it fails everywhere (see :func:`fail_together`)."""
-    with fail_together():
-        result = fn()
-    return result
-
-
 def run_on_main(fn: Callable[[], T]) -> T:
     """``fn()`` on rank 0 only (file writes, imports, reports); its result on every rank. An error there
     is raised on every rank."""
@@ -290,6 +278,6 @@ def should_report(exc: BaseException) -> bool:
     return not isinstance(exc, RankFailed) and not getattr(exc, "same_on_main", False)
 
 
-__all__ = ["RankFailed", "active", "all_gather_object", "any_true", "barrier", "broadcast_object", "cleanup",
+__all__ = ["RankFailed", "active", "all_gather_object", "any_true", "broadcast_object", "cleanup",
            "fail_together", "is_main", "launched", "mean_over_ranks", "rank", "rank_seed", "run_on_main", "setup",
-           "should_report", "together", "unwrap", "world_size", "wrap"]
+           "should_report", "unwrap", "world_size", "wrap"]

@@ -204,3 +204,15 @@ def test_sync_bn_on_cpus_is_refused_with_a_reason(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(UserError, match="--sync-bn needs GPUs"):
         distributed.setup("cpu", sync_batchnorm=True)
+
+
+def test_joining_the_group_again_keeps_the_sync_bn_choice_of_the_first_call(monkeypatch):
+    # the CLI calls setup(device, sync_batchnorm=...); evaluate() and the runner then call setup(device)
+    # again, which must not switch SyncBatchNorm back off
+    monkeypatch.setattr(distributed, "launched", lambda: True)
+    monkeypatch.setattr("torch.distributed.is_initialized", lambda: True)
+    monkeypatch.setattr(distributed, "_sync_bn", True)
+    distributed.setup("cpu")
+    assert distributed.sync_bn() is True
+    distributed.setup("cpu", sync_batchnorm=False)
+    assert distributed.sync_bn() is False

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from augkit import distributed
 from augkit.data.reader import ImageDataset
 from augkit.errors import UserError
 
@@ -41,7 +42,7 @@ def memory_budget() -> int:
     if env:
         return parse_bytes(env)
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return total // 4 // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return total // 4 // max(1, distributed.local_world_size())
 
 
 def fits_in_memory(nbytes: int) -> bool:

@@ -201,7 +201,7 @@ def train_gan(
     # each rank draws from its own streams; rank 0's are those of a single process
     rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
     torch.manual_seed(distributed.rank_seed(seed))  # dropout and anything else drawing from the global generator
-    np_rng = np.random.default_rng(seed if rank == 0 else distributed.rank_seed(seed))
+    np_rng = np.random.default_rng(distributed.rank_seed(seed))
     gen_z = torch.Generator().manual_seed(distributed.rank_seed(seed, 1))
     gen_aug = torch.Generator().manual_seed(distributed.rank_seed(seed, 2))
     fixed_z = torch.randn(64, G.latent_dim, generator=torch.Generator().manual_seed(seed + 3))
