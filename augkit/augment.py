@@ -91,6 +91,14 @@ class Samples:
     images: np.ndarray
     parents: np.ndarray | None = None
 
+    def parent_columns(self) -> tuple[np.ndarray, np.ndarray | int]:
+        """The writer's ``parent`` and ``parent2`` columns (``parent2`` is -1 for one-parent images);
+        call on checked samples, whose parents are integers."""
+        parents = np.asarray(self.parents)
+        if parents.ndim == 1:
+            return parents, -1
+        return parents[:, 0], (parents[:, 1] if parents.shape[1] == 2 else -1)
+
 
 @dataclass(frozen=True)
 class NoParams:

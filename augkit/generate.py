@@ -166,9 +166,9 @@ def augment_to_file(
             with WriteBehind() as behind:  # batch k is written while batch k + 1 is generated
                 for k, (label, _, n) in enumerate(chunks):
                     samples = made(k)
-                    parents = samples.parents if samples.parents.ndim == 2 else samples.parents[:, None]
+                    parent, parent2 = samples.parent_columns()
                     behind.submit(writer.append, samples.images, np.full(n, label), origin=origin_id,
-                                  parent=parents[:, 0], parent2=parents[:, 1] if parents.shape[1] == 2 else -1,
+                                  parent=parent, parent2=parent2,
                                   split=SPLIT_NAMES.index("train") if with_split else None,
                                   source=[""] * n if with_source else None)
                     advance(n)
@@ -242,9 +242,9 @@ def _write_from_ranks(chunks: list[tuple[int, int, int]], make: Callable[..., Sa
             with writer, track(f"Generating (rank {rank} of {world})", int(share.sum())) as advance:
                 for k in mine:
                     samples = make(k, share)
-                    p = samples.parents if samples.parents.ndim == 2 else samples.parents[:, None]
+                    parent, parent2 = samples.parent_columns()
                     writer.append(samples.images, np.full(len(samples.images), chunks[k][0]), origin=1,
-                                  parent=p[:, 0], parent2=p[:, 1] if p.shape[1] == 2 else -1)
+                                  parent=parent, parent2=parent2)
                     advance(len(samples.images))
         if consistency is not None:  # the filter's counts over all ranks, for the provenance and summary
             counts = distributed.all_gather_object((consistency.tried.copy(), consistency.accepted.copy()))
