@@ -339,8 +339,7 @@ class Runner:
     def _quality(self) -> None:
         """Generative quality of each step's images against the real training split (quality/<id>/), in
         the feature space of a classifier trained on that split (trained once, shared by the steps)."""
-        from augkit.quality.features import ExtractorSpec, extractor_for
-        from augkit.quality.pipeline import assess_to_folder, quality_cache
+        from augkit.quality.pipeline import assess_to_folder, extractor_of
 
         spec = self.recipe.quality
         if distributed.world_size() > 1:  # its metrics and files are single-process code
@@ -355,11 +354,9 @@ class Runner:
             def run(step: StepSpec = step) -> dict:
                 nonlocal extractor
                 if extractor is None:
-                    extractor = extractor_for(spec.features, self._train_rows(), self.split.apply(self.base, "val"),
-                                              ExtractorSpec(epochs=spec.epochs, seed=spec.seed),
-                                              quality_cache() / "extractors", self.device, self.say)
+                    extractor = extractor_of(spec, self._train_rows(), self.split.apply(self.base, "val"),
+                                             self.device, self.say)
                 folder = self.out / "quality" / step.id
-                folder.parent.mkdir(exist_ok=True)
                 result = assess_to_folder(self.data_path, self.out / "shards" / f"{step.id}.h5", folder, spec,
                                           split=self.split, device=self.device, extractor=extractor,
                                           title=f"Generative quality of {step.id}", say=self.say)

@@ -156,6 +156,10 @@ def test_a_planted_copy_of_a_training_image_is_flagged_as_memorised(demo, tmp_pa
     direct = memorisation(images, ref.images, RandomProjection().features(images), RandomProjection().features(ref.images))
     assert direct["copy"][7] and direct["pixel_index"][7] == 11 and direct["feature_distance"][7] < 1e-5
     assert np.array_equal(direct["copy"], direct["pixel_close"] & direct["feature_close"])  # close in both
+    # thresholds from an earlier call test more images against the same real set without recalibrating
+    again = memorisation(images[:20], ref.images, RandomProjection().features(images[:20]),
+                         RandomProjection().features(ref.images), thresholds=direct["thresholds"])
+    assert again["thresholds"] == direct["thresholds"] and np.array_equal(again["copy"], direct["copy"][:20])
 
 
 def test_the_two_sample_classifier_tells_noise_from_cells_and_gives_an_interval(demo):

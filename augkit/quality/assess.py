@@ -119,6 +119,14 @@ def assess(real: ImageDataset, fake: ImageDataset, extractor, spec: QualitySpec,
     from augkit.quality.features import cached_features
 
     checks = [c for c in CHECKS if c in spec.checks]
+    whole: dict[int, np.ndarray] = {}
+
+    def read_whole(view: ImageDataset) -> np.ndarray:
+        """All of a view's images, read once (memorisation and CAS both need the real training set)."""
+        if id(view) not in whole:
+            whole[id(view)] = view.read(np.arange(len(view)))
+        return whole[id(view)]
+
     check_compatible(real, fake, "the real dataset", "the generated dataset", overall_only)
     out_dir = Path(out_dir)
     real_names = list(real.class_names)
@@ -178,7 +186,7 @@ def assess(real: ImageDataset, fake: ImageDataset, extractor, spec: QualitySpec,
         from augkit.quality.memorisation import memorisation, save_closest_pairs
 
         say("quality: nearest real training image of each generated one")
-        real_images = real.read(np.arange(len(real)))
+        real_images = read_whole(real)
         fake_images = fake.read(all_fake)
         mem = memorisation(fake_images, real_images, fake_f[all_fake], real_f, seed=spec.seed)
         closest = save_closest_pairs(fake_images, real_images, mem, out_dir / "closest_pairs.png")
@@ -187,7 +195,8 @@ def assess(real: ImageDataset, fake: ImageDataset, extractor, spec: QualitySpec,
             pick = np.sort(np.random.default_rng([spec.seed, 4]).choice(len(test), min(len(test), len(all_fake)),
                                                                           replace=False))
             held_images = test.read(pick)
-            held = memorisation(held_images, real_images, extractor.features(held_images), real_f, seed=spec.seed)
+            held = memorisation(held_images, real_images, extractor.features(held_images), real_f,
+                                thresholds=mem["thresholds"])
             held_out_rate = float(held["copy"].mean())
         result["memorisation"] = {
             "thresholds": mem["thresholds"], "checked": int(len(all_fake)), "copies": int(mem["copy"].sum()),
@@ -219,12 +228,12 @@ def assess(real: ImageDataset, fake: ImageDataset, extractor, spec: QualitySpec,
 
             say(f"quality: train on generated, test on {len(test)} held-out real images (CAS)")
             cas_spec = CASSpec(model=spec.cas_model, epochs=spec.cas_epochs, seed=spec.seed)
-            fake_images_all = fake.read(np.arange(len(fake)))
+            fake_images_all = read_whole(fake)
             cas_real = real if cas_real is None else cas_real
             test_labels = np.array([real_names.index(test.class_names[k]) for k in test.labels], dtype=np.int64)
             cas = classification_accuracy_score((fake_images_all, fake_labels), (test.read(np.arange(len(test))),
                                                 test_labels), len(real_names), cas_spec, device,
-                                                real=(cas_real.read(np.arange(len(cas_real))),
+                                                real=(read_whole(cas_real),
                                                       cas_real.labels.astype(np.int64)),
                                                 cache_dir=None if cache_dir is None else Path(cache_dir) / "cas")
             result["cas"] = cas

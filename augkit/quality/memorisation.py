@@ -50,19 +50,24 @@ def calibrate_threshold(real: np.ndarray, percentile: float = DEFAULT_PERCENTILE
 
 
 def memorisation(fake_images: np.ndarray, real_images: np.ndarray, fake_features: np.ndarray,
-                 real_features: np.ndarray, percentile: float = DEFAULT_PERCENTILE, seed: int = 0) -> dict:
+                 real_features: np.ndarray, percentile: float = DEFAULT_PERCENTILE, seed: int = 0,
+                 thresholds: dict | None = None) -> dict:
     """Nearest real training image of each generated one, by pixels and by features, with near-copy flags.
 
     Returns per generated image ``pixel_distance``, ``pixel_index`` (position in ``real_images``),
     ``feature_distance``, ``feature_index``, ``pixel_close`` and ``feature_close`` (below that
-    threshold) and ``copy`` (both), and the two ``thresholds``.
+    threshold) and ``copy`` (both), and the two ``thresholds``. Pass an earlier result's ``thresholds``
+    to test more images against the same real set without calibrating again.
     """
     if fake_images.shape[1:] != real_images.shape[1:]:
         raise ValueError(f"memorisation: generated images are {fake_images.shape[1:3]} px, real ones "
                          f"{real_images.shape[1:3]}")
     real_px, fake_px = _pixels(real_images), _pixels(fake_images)
-    px_threshold = calibrate_threshold(real_px, percentile, seed=seed)
-    ft_threshold = calibrate_threshold(np.asarray(real_features, np.float32), percentile, seed=seed)
+    if thresholds is None:
+        px_threshold = calibrate_threshold(real_px, percentile, seed=seed)
+        ft_threshold = calibrate_threshold(np.asarray(real_features, np.float32), percentile, seed=seed)
+    else:
+        px_threshold, ft_threshold, percentile = thresholds["pixel"], thresholds["feature"], thresholds["percentile"]
     px_dist, px_index = nearest_real(fake_px, real_px)
     ft_dist, ft_index = nearest_real(np.asarray(fake_features, np.float32), np.asarray(real_features, np.float32))
     return {

@@ -20,7 +20,7 @@ from augkit.quality.assess import QualitySpec, assess, check_compatible
 from augkit.quality.features import ExtractorSpec, extractor_for
 from augkit.quality.report import write_quality_report
 
-__all__ = ["quality_cache", "real_parts", "generated_rows", "assess_to_folder"]
+__all__ = ["quality_cache", "real_parts", "generated_rows", "extractor_of", "assess_to_folder"]
 
 
 def quality_cache() -> Path:
@@ -51,6 +51,12 @@ def generated_rows(fake: H5Dataset) -> ImageDataset:
     return rows
 
 
+def extractor_of(spec: QualitySpec, fit: ImageDataset, held: ImageDataset, device: str, say=lambda line: None):
+    """The feature extractor ``spec`` asks for: trained on ``fit`` (epoch chosen on ``held``), cached on disk."""
+    return extractor_for(spec.features, fit, held, ExtractorSpec(epochs=spec.epochs, seed=spec.seed),
+                         quality_cache() / "extractors", device, say)
+
+
 def assess_to_folder(real_path: Path, fake_path: Path, out_dir: Path, spec: QualitySpec, *,
                      split: Split | None = None, device: str = "cpu", overall_only: bool = False,
                      title: str | None = None, extractor=None, say=lambda line: None) -> dict:
@@ -64,8 +70,7 @@ def assess_to_folder(real_path: Path, fake_path: Path, out_dir: Path, spec: Qual
         raise UserError(f"{real_path}: no held-out real images (the split's validation part is empty)")
     cache = quality_cache()
     if extractor is None:
-        extractor = extractor_for(spec.features, fit, held, ExtractorSpec(epochs=spec.epochs, seed=spec.seed),
-                                  cache / "extractors", device, say)
+        extractor = extractor_of(spec, fit, held, device, say)
     say(f"quality: {len(generated)} generated images of {fake_path} against {len(real)} real images ({which})")
     with atomic.folder(out_dir) as tmp:
         tmp.mkdir(parents=True)
