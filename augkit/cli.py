@@ -615,7 +615,7 @@ def expert_test_cmd(sessions, real_path, fake_path, n, show_class, name, session
 def _expert_serve(real_path, fake_path, n, show_class, name, sessions_dir, expert, seed, host, port):
     from datetime import datetime
 
-    from augkit.expert import ExpertServer, Session, build_report, create_session, report_tables, write_report
+    from augkit.expert import ExpertServer, Session, build_report, create_session
     from augkit.expert.session import check_name
 
     name = check_name(name or datetime.now().strftime("%Y%m%d-%H%M%S"))
@@ -641,10 +641,7 @@ def _expert_serve(real_path, fake_path, n, show_class, name, sessions_dir, exper
         say = f"new session '{name}'"
 
     def finished(s):
-        report = build_report([s])
-        path = write_report(report, s.folder)[0]
-        for table in report_tables(report):
-            out.print(table)
+        path = _show_report(build_report([s]), s.folder)[0]
         out.print(f"all {s.total} images answered; report: {path} (and .csv)")
 
     resume = f"augkit expert-test --session {name}" + ("" if sessions_dir == Path("expert-sessions")
@@ -665,8 +662,17 @@ def _expert_serve(real_path, fake_path, n, show_class, name, sessions_dir, exper
                       highlight=False)
 
 
+def _show_report(report: dict, folder: Path) -> tuple[Path, Path]:
+    """Print an expert-test report's tables and save it (JSON and CSV) in ``folder``."""
+    from augkit.expert import report_tables, write_report
+
+    for table in report_tables(report):
+        out.print(table)
+    return write_report(report, folder)
+
+
 def _expert_report(sessions, sessions_dir, out_dir, force):
-    from augkit.expert import Session, build_report, report_tables, write_report
+    from augkit.expert import Session, build_report
     from augkit.expert.report import REPORT_CSV, REPORT_JSON
 
     if not sessions:
@@ -689,13 +695,11 @@ def _expert_report(sessions, sessions_dir, out_dir, force):
             raise UserError(f"{out_dir}: output folder does not exist")
         for existing in (out_dir / REPORT_JSON, out_dir / REPORT_CSV):
             _out_path(existing, force)
-    for table in report_tables(report):
-        out.print(table)
+    json_path, csv_path = _show_report(report, out_dir)
     for s in report["sessions"]:
         if not s["complete"]:
             err.print(f"[yellow]note:[/] session '{s['name']}' has {s['answered']} of {s['total']} answers; "
                       "its numbers cover those only", highlight=False)
-    json_path, csv_path = write_report(report, out_dir)
     out.print(f"wrote {json_path} and {csv_path}")
 
 

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from augkit import atomic
 from augkit.expert.session import Session
-from augkit.expert.stats import CONFIDENCE, POSITIVE, Confusion, breakdown
+from augkit.expert.stats import CONFIDENCE, POSITIVE, Confusion, Rate, breakdown
 
 REPORT_JSON = "expert_report.json"
 REPORT_CSV = "expert_report.csv"
@@ -76,8 +76,7 @@ def write_report(report: dict, folder: str | Path) -> tuple[Path, Path]:
 
 
 def _rate(m: dict, key: str) -> str:
-    r = m[key]
-    return "—" if r["value"] is None else f"{r['value']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+    return Rate(**m[key]).describe()
 
 
 def _row(label: str, m: dict) -> list[str]:

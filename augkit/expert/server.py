@@ -117,16 +117,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         session = self.server.session
         try:
-            if path == "/api/answer":
-                was_done = session.done
+            if path == "/api/answer":  # refused once every image is answered: this one made it done
                 state = session.answer(body.get("id"), body.get("answer"))
-            else:
-                was_done, state = True, session.undo(body.get("id"))
+            else:  # never done after an undo
+                state = session.undo(body.get("id"))
         except AnswerRejected as exc:
             self._error(exc.status, str(exc))
             return
         self._json(200, state)
-        if state["done"] and not was_done and self.server.on_complete is not None:
+        if state["done"] and self.server.on_complete is not None:
             self.server.on_complete(session)
 
     def _body(self) -> dict | None:

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from augkit import atomic
-from augkit.data.reader import H5Dataset
+from augkit.data.reader import H5Dataset, ImageDataset
 from augkit.data.schema import REAL
 from augkit.errors import DataError, UserError
 from augkit.expert.stats import ANSWERS, FAKE, Judgement
@@ -77,9 +77,8 @@ def _spread(n: int, capacity: np.ndarray, rng: np.random.Generator) -> np.ndarra
     return counts
 
 
-def _pick(ds: H5Dataset, positions: np.ndarray, label: int, k: int, rng) -> np.ndarray:
-    pool = positions[ds.labels[positions] == label]
-    return np.sort(rng.choice(pool, size=k, replace=False))
+def _pick(view: ImageDataset, label: int, k: int, rng) -> np.ndarray:
+    return np.sort(rng.choice(np.flatnonzero(view.labels == label), size=k, replace=False))
 
 
 def create_session(folder: str | Path, real: str | Path, fake: str | Path, n: int, *, seed: int | None = None,
@@ -96,17 +95,16 @@ def create_session(folder: str | Path, real: str | Path, fake: str | Path, n: in
     if real_ds.image_size != fake_ds.image_size:
         raise DataError(f"{real} holds {real_ds.image_size[0]}x{real_ds.image_size[1]} px images, {fake} "
                         f"{fake_ds.image_size[0]}x{fake_ds.image_size[1]} px: the size alone would tell them apart")
-    real_pos = np.flatnonzero(real_ds.origin == real_ds.origins.index(REAL))
-    fake_pos = np.flatnonzero(fake_ds.origin != fake_ds.origins.index(REAL))
-    if not len(real_pos):
+    real_view = real_ds.real()
+    fake_view = fake_ds.subset(np.flatnonzero(fake_ds.origin != fake_ds.origins.index(REAL)))
+    if not len(real_view):
         raise DataError(f"{real}: no rows with origin 'real'")
-    if not len(fake_pos):
+    if not len(fake_view):
         raise DataError(f"{fake}: no generated rows (every row has origin 'real')")
     classes = [c for c in real_ds.class_names if c in fake_ds.class_names]
     if not classes:
         raise DataError(f"{real} and {fake} share no class name")
-    real_counts = np.bincount(real_ds.labels[real_pos], minlength=real_ds.num_classes)
-    fake_counts = np.bincount(fake_ds.labels[fake_pos], minlength=fake_ds.num_classes)
+    real_counts, fake_counts = real_view.class_counts(), fake_view.class_counts()
     capacity = np.array([min(real_counts[real_ds.class_names.index(c)], fake_counts[fake_ds.class_names.index(c)])
                          for c in classes])
     if capacity.sum() < n:
@@ -116,11 +114,12 @@ def create_session(folder: str | Path, real: str | Path, fake: str | Path, n: in
     rng = np.random.default_rng(seed)
     per_class = _spread(n, capacity, rng)
 
-    drawn = []  # (source, dataset, path, positions, class name)
+    real, fake = str(Path(real).resolve()), str(Path(fake).resolve())
+    drawn = []  # (source, view, path, positions in the view, class name)
     for c, k in zip(classes, per_class):
         if k:
-            drawn.append((REAL, real_ds, real, _pick(real_ds, real_pos, real_ds.class_names.index(c), k, rng), c))
-            drawn.append((FAKE, fake_ds, fake, _pick(fake_ds, fake_pos, fake_ds.class_names.index(c), k, rng), c))
+            drawn.append((REAL, real_view, real, _pick(real_view, real_ds.class_names.index(c), k, rng), c))
+            drawn.append((FAKE, fake_view, fake, _pick(fake_view, fake_ds.class_names.index(c), k, rng), c))
     order = rng.permutation(2 * n)
     ids = set()
     while len(ids) < 2 * n:
@@ -131,8 +130,7 @@ def create_session(folder: str | Path, real: str | Path, fake: str | Path, n: in
     for source, ds, path, positions, c in drawn:
         pixels = ds.read(positions)
         for pos, image in zip(positions, pixels):
-            items.append(Item(ids[len(items)], source, c, str(Path(path).resolve()), int(ds.rows[pos]),
-                              ds.origins[int(ds.origin[pos])]))
+            items.append(Item(ids[len(items)], source, c, path, int(ds.rows[pos]), ds.origins[int(ds.origin[pos])]))
             images.append(image)
     items = [items[k] for k in order]
     images = [images[k] for k in order]
@@ -141,8 +139,8 @@ def create_session(folder: str | Path, real: str | Path, fake: str | Path, n: in
         "format": FORMAT, "version": 1, "name": folder.name, "expert": expert or folder.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seed": seed,
         "n_per_source": n, "show_class": bool(show_class), "image_size": list(real_ds.image_size),
-        "real": {"path": str(Path(real).resolve()), "fingerprint": real_ds.info.fingerprint},
-        "fake": {"path": str(Path(fake).resolve()), "fingerprint": fake_ds.info.fingerprint},
+        "real": {"path": real, "fingerprint": real_ds.info.fingerprint},
+        "fake": {"path": fake, "fingerprint": fake_ds.info.fingerprint},
         "per_class": {c: int(k) for c, k in zip(classes, per_class)},
         "items": [item.__dict__ for item in items],
     }
@@ -221,8 +219,7 @@ class Session:
         return len(self._answers) == len(self.items)
 
     def image_path(self, image_id: str) -> Path:
-        if image_id not in self._by_id:
-            raise AnswerRejected(f"unknown image id {image_id!r}", 404)
+        self._position(image_id)  # an unknown id is refused
         return self.folder / IMAGES / f"{image_id}.png"
 
     def state(self) -> dict:
