@@ -22,7 +22,7 @@ from augkit import atomic, distributed
 from augkit.data.reader import H5Dataset
 from augkit.data.schema import REAL
 from augkit.data.split import Split, stratified_split
-from augkit.data.stream import StackedImages, fits_in_memory
+from augkit.data.stream import StackedImages, fits_in_memory, image_bytes
 from augkit.errors import DataError, UserError
 from augkit.evaluate.arms import BASELINE, Arm, class_mapping, synthetic_rows
 from augkit.evaluate.metrics import compare_arms
@@ -118,30 +118,40 @@ def evaluate(
         settings.update(world_size=distributed.world_size(), sync_bn=distributed.sync_bn())
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
-    largest_arm = max(sum(len(v) for v in synthetic[a.name].views) for a in arms)
     h, w = base.image_size
-    in_memory = fits_in_memory((len(train_real) + largest_arm + len(val) + len(test_ds)) * h * w * 3)
+    largest_arm = max(synthetic[a.name].count for a in arms) * h * w * 3
+    in_memory = fits_in_memory(image_bytes([train_real, val, test_ds]) + largest_arm)
     real_y = torch.from_numpy(train_real.labels)
-    if in_memory:
-        real_x = torch.from_numpy(train_real.read(np.arange(len(train_real))))
-        val_t = (torch.from_numpy(val.read(np.arange(len(val)))), val.labels)
-        test_t = (torch.from_numpy(test_ds.read(np.arange(len(test_ds)))), test_labels)
-    else:  # larger than the memory budget: every batch is read from the files as training needs it
-        val_t, test_t = (val, val.labels), (test_ds, test_labels)
+    real_data: dict[str, object] = {}
+
+    def real_arrays():
+        """(training images, validation, test), read on the first run that trains: a rerun whose runs are
+        all finished reads no images."""
+        if not real_data:
+            if in_memory:
+                real_data.update(x=torch.from_numpy(train_real.read(np.arange(len(train_real)))),
+                                 val=(torch.from_numpy(val.read(np.arange(len(val)))), val.labels),
+                                 test=(torch.from_numpy(test_ds.read(np.arange(len(test_ds)))), test_labels))
+            else:  # larger than the memory budget: every batch is read from the files as training needs it
+                real_data.update(x=None, val=(val, val.labels), test=(test_ds, test_labels))
+        return real_data["x"], real_data["val"], real_data["test"]
+
+    def arm_data(extra) -> tuple:
+        """An arm's training images (real + its synthetic rows) and labels."""
+        real_x, _, _ = real_arrays()
+        if in_memory:
+            extra_x, extra_y = extra.read_all()
+            x = real_x if extra_x is None else torch.cat([real_x, torch.from_numpy(extra_x)])
+            return x, (real_y if extra_x is None else torch.cat([real_y, torch.from_numpy(extra_y)]))
+        x = StackedImages([(train_real, train_real.labels), *zip(extra.views, extra.labels)])
+        return x, torch.from_numpy(x.labels)
     num_classes = len(base.class_names)
     results: dict[str, list[dict]] = {a.name: [] for a in arms}
     reused: list[str] = []
     cache = Path(run_cache) if run_cache is not None else None
     for arm in arms:
         shard_prints = sorted(view.info.fingerprint for view in synthetic[arm.name].views)
-        extra = synthetic[arm.name]
-        if in_memory:
-            extra_x, extra_y = extra.read_all()
-            x = real_x if extra_x is None else torch.cat([real_x, torch.from_numpy(extra_x)])
-            y = real_y if extra_x is None else torch.cat([real_y, torch.from_numpy(extra_y)])
-        else:
-            x = StackedImages([(train_real, train_real.labels), *zip(extra.views, extra.labels)])
-            y = torch.from_numpy(x.labels)
+        x = y = None  # read when a seed of this arm has to train
         for seed in seed_list:
             path = out_dir / "runs" / f"{arm.name}-seed{seed}.json"
             run_key = hashlib.sha256(json.dumps([key, shard_prints, seed]).encode()).hexdigest()[:24]
@@ -165,6 +175,9 @@ def evaluate(
                 if found[1]:
                     reused.append(f"{arm.name} seed {seed}")
                 continue
+            if x is None:
+                x, y = arm_data(synthetic[arm.name])
+            _, val_t, test_t = real_arrays()
             run = train_run(x, y, val_t, test_t, num_classes, cfg, seed, device, label=arm.name,
                             epoch_size=len(real_y) if cfg.equal_steps else None)
             run.update({"arm": arm.name, "settings_key": key,

@@ -137,18 +137,20 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
             order = (rng.choice(len(train_y), size=per_epoch, p=sample_p)
                      if sample_p is not None else rng.permutation(len(train_y))[:per_epoch])
             order = order[rank::world]  # this rank's share, as DistributedSampler splits it
-            batch_idx = [order[k * cfg.batch_size:(k + 1) * cfg.batch_size] for k in range(steps_per_epoch)]
             if streamed:
                 from augkit.data.stream import stream_batches
 
+                batch_idx = [order[k * cfg.batch_size:(k + 1) * cfg.batch_size] for k in range(steps_per_epoch)]
                 batches = iter(stream_batches(train_x, np.asarray(train_y), batch_idx, pin=dev.type == "cuda"))
+            else:
+                order = torch.from_numpy(order).to(train_x.device)  # once per epoch, sliced on the device
             total_loss = torch.zeros((), device=dev)
             epoch_start = time.perf_counter()
             for step in range(steps_per_epoch):
                 if streamed:
                     images, y = next(batches)
                 else:
-                    idx = torch.from_numpy(batch_idx[step]).to(train_x.device)
+                    idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
                     images, y = train_x[idx], train_y[idx]
                 x = _to_input(images, dev)
                 if cfg.input_aug == "flip":
