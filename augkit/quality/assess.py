@@ -8,7 +8,6 @@ feature space is augkit's own classifier (features.py), never Inception: every r
 from __future__ import annotations
 
 import dataclasses
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,15 +66,10 @@ def check_compatible(real: ImageDataset, fake: ImageDataset, real_name: str, fak
 
 
 def _sample(labels: np.ndarray, names, n: int, seed: int, side: int) -> dict[int, np.ndarray]:
-    """Up to ``n`` positions per class, by a stream keyed on the class name (class order changes nothing)."""
-    out = {}
-    for label, name in enumerate(names):
-        pos = np.flatnonzero(labels == label)
-        if len(pos) > n:
-            rng = np.random.default_rng([seed, side, zlib.crc32(name.encode())])
-            pos = np.sort(rng.choice(pos, n, replace=False))
-        out[label] = pos
-    return out
+    """Up to ``n`` positions per class (see :func:`augkit.quality.diversity.class_positions`)."""
+    from augkit.quality.diversity import class_positions
+
+    return {label: class_positions(labels, label, name, n, seed, side) for label, name in enumerate(names)}
 
 
 def _feature_metrics(real_f: np.ndarray, fake_f: np.ndarray, checks, seed: int) -> dict:
@@ -166,7 +160,7 @@ def assess(real: ImageDataset, fake: ImageDataset, extractor, spec: QualitySpec,
             classes[name] = row
 
     if "diversity" in checks:
-        from augkit.quality.diversity import DEFAULT_RATIO_THRESHOLD, class_diversity, pairwise_ms_ssim
+        from augkit.quality.diversity import class_diversity, is_collapsed, pairwise_ms_ssim
 
         say("quality: diversity (pairwise MS-SSIM)")
         n = spec.diversity_images
@@ -174,8 +168,8 @@ def assess(real: ImageDataset, fake: ImageDataset, extractor, spec: QualitySpec,
         real_s = real.read(np.sort(rng.choice(len(real), min(len(real), n * 2), replace=False)))
         fake_s = fake.read(np.sort(rng.choice(len(fake), min(len(fake), n * 2), replace=False)))
         real_ms, fake_ms = pairwise_ms_ssim(real_s, seed=spec.seed), pairwise_ms_ssim(fake_s, seed=spec.seed)
-        result["overall"].update({"real_ms_ssim": real_ms, "fake_ms_ssim": fake_ms, "collapsed": bool(
-            (1 - fake_ms) < DEFAULT_RATIO_THRESHOLD * (1 - real_ms))})
+        result["overall"].update({"real_ms_ssim": real_ms, "fake_ms_ssim": fake_ms,
+                                  "collapsed": is_collapsed(real_ms, fake_ms)})
         if not overall_only:
             for d in class_diversity(real, fake, n=n, seed=spec.seed):
                 if d["class"] in classes:

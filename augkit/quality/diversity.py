@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
-__all__ = ["DEFAULT_RATIO_THRESHOLD", "ms_ssim_settings", "pairwise_ms_ssim", "class_diversity", "format_table",
-           "write_diversity_report"]
+__all__ = ["DEFAULT_RATIO_THRESHOLD", "class_positions", "is_collapsed", "ms_ssim_settings", "pairwise_ms_ssim",
+           "class_diversity", "format_table", "write_diversity_report"]
 
 STANDARD_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, finest scale first
 MIN_SIZE = 16
@@ -92,13 +92,23 @@ def pairwise_ms_ssim(images: np.ndarray, pairs: int = 200, seed: int = 0) -> flo
     return float(torch.cat(scores).double().mean())
 
 
-def _class_sample(ds, label: int, name: str, n: int, seed: int, side: int) -> np.ndarray:
-    """Up to ``n`` images of one class, chosen by a stream keyed on the class *name*, not its index."""
-    positions = np.flatnonzero(np.asarray(ds.labels) == label)
+def class_positions(labels: np.ndarray, label: int, name: str, n: int, seed: int, side: int) -> np.ndarray:
+    """Up to ``n`` positions of one class, chosen by a stream keyed on the class *name*, not its index
+    (so class order changes nothing)."""
+    positions = np.flatnonzero(np.asarray(labels) == label)
     if len(positions) > n:
         rng = np.random.default_rng([seed, side, zlib.crc32(name.encode())])
         positions = np.sort(rng.choice(positions, n, replace=False))
-    return ds.read(positions)
+    return positions
+
+
+def is_collapsed(real_ms_ssim: float, fake_ms_ssim: float, threshold: float = DEFAULT_RATIO_THRESHOLD) -> bool:
+    """Generated diversity (1 - MS-SSIM) below ``threshold`` times the real one."""
+    return bool((1 - fake_ms_ssim) < threshold * (1 - real_ms_ssim))
+
+
+def _class_sample(ds, label: int, name: str, n: int, seed: int, side: int) -> np.ndarray:
+    return ds.read(class_positions(ds.labels, label, name, n, seed, side))
 
 
 def _row(name, real_images, fake_images, pairs, seed, threshold, note="") -> dict:
@@ -117,7 +127,7 @@ def _row(name, real_images, fake_images, pairs, seed, threshold, note="") -> dic
         if real_images.shape[1:] != fake_images.shape[1:]:
             raise ValueError(f"class '{name}': real images are {real_images.shape[1:3]} px, generated "
                              f"{fake_images.shape[1:3]}: MS-SSIM compares only at one size")
-        row["collapsed"] = (1 - row["fake_ms_ssim"]) < threshold * (1 - row["real_ms_ssim"])
+        row["collapsed"] = is_collapsed(row["real_ms_ssim"], row["fake_ms_ssim"], threshold)
     row["note"] = "; ".join(notes)
     return row
 
