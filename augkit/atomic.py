@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,16 @@ def write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
     tmp = partial_path(path)
     tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def write_binary(path: str | Path, fill: Callable[[Any], None]) -> Path:
+    """A binary file that ``fill(file)`` writes (e.g. ``lambda f: np.save(f, array)``)."""
+    path = Path(path)
+    tmp = partial_path(path)
+    with open(tmp, "wb") as fh:
+        fill(fh)
     tmp.replace(path)
     return path
 

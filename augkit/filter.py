@@ -68,14 +68,10 @@ class ConsistencyFilter:
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Softmax over classes for uint8 (n, H, W, 3) images."""
-        from augkit.evaluate.trainer import _to_input
+        from augkit.evaluate.trainer import batched_outputs
 
-        out = []
-        self.model.to(self.device).eval()
-        with torch.no_grad():
-            for start in range(0, len(images), 256):
-                x = _to_input(torch.from_numpy(images[start:start + 256]), self.device)
-                out.append(torch.softmax(self.model(x).float(), 1).cpu())
+        model = self.model
+        out = batched_outputs(lambda x: torch.softmax(model(x).float(), 1), model, images, self.device)
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)))
 
     def accept(self, images: np.ndarray, label: int) -> np.ndarray:

@@ -66,13 +66,11 @@ class FeatureExtractor:
     @torch.no_grad()
     def features(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """(n, d) float32 features of uint8 (n, H, W, 3) images."""
-        from augkit.evaluate.trainer import _to_input
+        from augkit.evaluate.trainer import batched_outputs
 
-        self.model.to(self.device).eval()
-        out = []
-        for start in range(0, len(images), batch_size):
-            x = _to_input(torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])), self.device)
-            out.append(self.model.forward_head(self.model.forward_features(x), pre_logits=True).float().cpu())
+        model = self.model
+        out = batched_outputs(lambda x: model.forward_head(model.forward_features(x), pre_logits=True), model,
+                              images, self.device, batch_size)
         if not out:
             raise ValueError("features: no images given")
         return torch.cat(out).flatten(1).numpy()
@@ -154,8 +152,5 @@ def cached_features(extractor, ds: ImageDataset, cache_dir: Path | None) -> np.n
     feats = np.concatenate([extractor.features(images) for images, _ in ds.iter_batches(1024)])
     if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = atomic.partial_path(target)
-        with open(tmp, "wb") as fh:
-            np.save(fh, feats)
-        tmp.replace(target)
+        atomic.write_binary(target, lambda fh: np.save(fh, feats))
     return feats
