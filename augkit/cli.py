@@ -551,21 +551,17 @@ def quality_cmd(real_path, fake_path, split_path, features, epochs, checks, n_pe
 
 
 def _print_quality(result: dict) -> None:
-    def f(value, digits=3):
-        return "–" if value is None else f"{value:.{digits}f}"
+    from augkit.quality.report import number as f
+    from augkit.quality.report import row_flags
 
     table = Table("class", "n real/gen", "FD", "KID", "prec.", "recall", "density", "cover.", "MS-SSIM r/g",
                   "copies", "CAS", "flags", title="generative quality (augkit's own classifier features)")
     o = result["overall"]
     for r in [*result["classes"], {"class": "overall", **o}]:
-        flags = [r["note"]] if r.get("note") else []
-        flags += ["collapsed"] if r.get("collapsed") else []
-        flags += ["near copies"] if r.get("copies") else []
-        kid = "–" if r.get("kid") is None else f"{r['kid']:.3g}"
-        table.add_row(escape(str(r["class"])), f"{r['real_n']}/{r['fake_n']}", f(r.get("fd"), 2), kid,
+        table.add_row(escape(str(r["class"])), f"{r['real_n']}/{r['fake_n']}", f(r.get("fd"), 2), f(r.get("kid"), "3g"),
                       f(r.get("precision")), f(r.get("recall")), f(r.get("density")), f(r.get("coverage")),
                       f"{f(r.get('real_ms_ssim'))}/{f(r.get('fake_ms_ssim'))}", str(r.get("copies", "–")),
-                      f(r.get("cas_recall", r.get("cas_accuracy"))), ", ".join(flags) or "ok")
+                      f(r.get("cas_recall", r.get("cas_accuracy"))), ", ".join(row_flags(r)) or "ok")
     out.print(table)
     if "two_sample" in result:
         t = result["two_sample"]

@@ -15,27 +15,37 @@ __all__ = ["quality_markdown", "write_quality_report"]
 EXPERT_ACCURACY = 0.71  # the thesis's haematologist telling real from AC-GAN images
 
 
-def _f(value, digits: int | str = 3) -> str:
+def number(value, digits: int | str = 3) -> str:
     """A number with ``digits`` decimals, or ``"3g"``-style significant digits (KID spans decades)."""
     if value is None:
         return "–"
     return f"{value:.{digits}}" if isinstance(digits, str) else f"{value:.{digits}f}"
 
 
+def row_flags(row: dict, emphasis: str = "") -> list[str]:
+    """What is wrong with a class (or the overall row): its note, collapse, near copies."""
+    flags = [row["note"]] if row.get("note") else []
+    if row.get("collapsed"):
+        flags.append(f"{emphasis}collapsed{emphasis}")
+    if row.get("copies"):
+        flags.append(f"{emphasis}near copies{emphasis}")
+    return flags
+
+
 def _overall_rows(result: dict) -> list[str]:
     o = result["overall"]
     rows = []
     if "fd" in o:
-        rows.append(f"| Fréchet distance (features) | {_f(o['fd'], 2)} | 0 = same mean and covariance; lower is better |")
-        rows.append(f"| KID (features) | {_f(o['kid'], '3g')} ± {_f(o['kid_std'], '2g')} | ≈ 0 for one distribution |")
+        rows.append(f"| Fréchet distance (features) | {number(o['fd'], 2)} | 0 = same mean and covariance; lower is better |")
+        rows.append(f"| KID (features) | {number(o['kid'], '3g')} ± {number(o['kid_std'], '2g')} | ≈ 0 for one distribution |")
     if "precision" in o:
-        rows += [f"| precision | {_f(o['precision'])} | generated images inside the real manifold (fidelity) |",
-                 f"| recall | {_f(o['recall'])} | real images inside the generated manifold (variety) |",
-                 f"| density | {_f(o['density'])} | ≈ 1 when matched; > 1 crowded into dense real regions |",
-                 f"| coverage | {_f(o['coverage'])} | real neighbourhoods holding a generated image |"]
+        rows += [f"| precision | {number(o['precision'])} | generated images inside the real manifold (fidelity) |",
+                 f"| recall | {number(o['recall'])} | real images inside the generated manifold (variety) |",
+                 f"| density | {number(o['density'])} | ≈ 1 when matched; > 1 crowded into dense real regions |",
+                 f"| coverage | {number(o['coverage'])} | real neighbourhoods holding a generated image |"]
     if "fake_ms_ssim" in o:
         flag = "**collapsed**" if o["collapsed"] else "ok"
-        rows.append(f"| mean pairwise MS-SSIM, real / generated | {_f(o['real_ms_ssim'])} / {_f(o['fake_ms_ssim'])} "
+        rows.append(f"| mean pairwise MS-SSIM, real / generated | {number(o['real_ms_ssim'])} / {number(o['fake_ms_ssim'])} "
                     f"| higher = less diverse; {flag} |")
     if "copies" in o:
         m = result["memorisation"]
@@ -47,14 +57,14 @@ def _overall_rows(result: dict) -> list[str]:
                     + (f"; held-out real images: {held:.1%}" if held is not None else "") + " |")
     if "cas_accuracy" in o:
         ref = o.get("reference_accuracy")
-        rows.append(f"| train on generated, test on real (CAS) | {_f(o['cas_accuracy'])} | "
-                    + (f"train on as many real images: {_f(ref)} |" if ref is not None else "|"))
+        rows.append(f"| train on generated, test on real (CAS) | {number(o['cas_accuracy'])} | "
+                    + (f"train on as many real images: {number(ref)} |" if ref is not None else "|"))
     elif isinstance(result.get("cas"), dict) and result["cas"].get("skipped"):
         rows.append(f"| train on generated, test on real (CAS) | – | {result['cas']['skipped']} |")
     if "real_vs_fake_accuracy" in o:
         t = result["two_sample"]
-        rows.append(f"| real-vs-fake classifier, held-out accuracy | {_f(t['accuracy'])} "
-                    f"[{_f(t['ci_low'])}, {_f(t['ci_high'])}] | 0.5 = indistinguishable; the thesis's expert: "
+        rows.append(f"| real-vs-fake classifier, held-out accuracy | {number(t['accuracy'])} "
+                    f"[{number(t['ci_low'])}, {number(t['ci_high'])}] | 0.5 = indistinguishable; the thesis's expert: "
                     f"{EXPERT_ACCURACY}; {t['test_images']} test images, p = {t['p_value']:.2g} |")
     return rows
 
@@ -85,19 +95,14 @@ def _class_table(result: dict) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(rule) + "|"]
     for r in result["classes"]:
         cells = [str(r["class"]).replace("|", "/"), f"{r['real_n']} / {r['fake_n']}"]
-        cells += [_f(r.get(key), digits) for _, key, digits in cols]
+        cells += [number(r.get(key), digits) for _, key, digits in cols]
         if "diversity" in checks:
-            cells.append(f"{_f(r.get('real_ms_ssim'))} / {_f(r.get('fake_ms_ssim'))}")
+            cells.append(f"{number(r.get('real_ms_ssim'))} / {number(r.get('fake_ms_ssim'))}")
         if "memorisation" in checks:
             cells.append("–" if "copies" not in r else str(r["copies"]))
         if "cas" in checks and "cas_accuracy" in result["overall"]:
-            cells.append(f"{_f(r.get('cas_recall'))} ({_f(r.get('reference_recall'))})")
-        flags = [r["note"]] if r.get("note") else []
-        if r.get("collapsed"):
-            flags.append("**collapsed**")
-        if r.get("copies"):
-            flags.append("**near copies**")
-        cells.append("; ".join(flags) or "ok")
+            cells.append(f"{number(r.get('cas_recall'))} ({number(r.get('reference_recall'))})")
+        cells.append("; ".join(row_flags(r, "**")) or "ok")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
