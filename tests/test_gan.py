@@ -113,6 +113,23 @@ def test_a_time_budget_ends_training_with_samples_and_a_checkpoint_to_continue_f
         assert torch.equal(a, b)
 
 
+def test_the_g_step_computes_no_weight_gradients_for_d(tmp_path):
+    """D's weight gradients come from its own steps only (the G step needs D's input gradient alone):
+    one gradient per D parameter per critic step, and D stays trainable after training."""
+    torch.manual_seed(0)
+    G, D = Generator(16, 8, 32, "resize"), Discriminator(16, 8, dropout=0.2)
+    calls = {"D": 0, "G": 0}
+    for name, net in (("D", D), ("G", G)):
+        for p in net.parameters():
+            p.register_hook(lambda grad, name=name: calls.__setitem__(name, calls[name] + 1))
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (40, 16, 16, 3), dtype=np.uint8))
+    cfg = GANConfig(steps=3, batch_size=8, n_critic=2, sample_every=100, checkpoint_every=100, ema_decay=0)
+    train_gan(G, D, images, None, cfg, tmp_path, kind="vanilla", seed=3)
+    assert calls["D"] == 3 * 2 * len(list(D.parameters()))
+    assert calls["G"] == 3 * len(list(G.parameters()))
+    assert all(p.requires_grad for p in D.parameters())
+
+
 def test_a_finished_run_folder_is_not_overwritten(tmp_path):
     _train(tmp_path, 2)
     with pytest.raises(UserError, match="holds a run already"):

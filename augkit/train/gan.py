@@ -194,8 +194,8 @@ def train_gan(
     # fused Adam: one kernel for all parameters (CPU and CUDA), fewer passes over memory per step
     opt_g = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], lr=cfg.lr_g, betas=cfg.betas_g,
                              fused=True)
-    opt_d = torch.optim.Adam([p for p in D.parameters() if p.requires_grad], lr=cfg.lr_d, betas=cfg.betas_d,
-                             fused=True)
+    d_trainable = [p for p in D.parameters() if p.requires_grad]
+    opt_d = torch.optim.Adam(d_trainable, lr=cfg.lr_d, betas=cfg.betas_d, fused=True)
     ema = EMA(G, decay=cfg.ema_decay, warmup=True) if cfg.ema_decay > 0 else None
 
     # each rank draws from its own streams; rank 0's are those of a single process
@@ -349,14 +349,22 @@ def train_gan(
                 seen += batch
             loss_d = loss.detach()
             # -- generator: through the updated D, on the fakes of the last critic step ---------
-            # (the plain D: its gradients here are discarded, so DDP need not average them)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                logit, aux = discriminate(augment(fake), y_real, D)
-                loss_g = g_loss(cfg.loss, logit)
-                if aux is not None:
-                    loss_g = loss_g + cfg.aux_weight * F.cross_entropy(aux, y_real)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
+            # The plain D, its parameters frozen for this pass: the G step needs gradients with respect
+            # to D's input only, so autograd skips D's weight gradients (the common loop computes and
+            # discards them), and DDP has nothing of D's to average.
+            for p in d_trainable:
+                p.requires_grad_(False)
+            try:
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                    logit, aux = discriminate(augment(fake), y_real, D)
+                    loss_g = g_loss(cfg.loss, logit)
+                    if aux is not None:
+                        loss_g = loss_g + cfg.aux_weight * F.cross_entropy(aux, y_real)
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+            finally:
+                for p in d_trainable:
+                    p.requires_grad_(True)
             opt_g.step()
             if ema is not None:
                 ema.update(G)
