@@ -745,8 +745,13 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         cli(prog_name="augkit")
-    finally:
+        code: int | str | None = 0
+    except SystemExit as exc:  # click ends every command this way
+        code = exc.code
+    except BaseException:
         distributed.cleanup()
+        raise
+    distributed.end_process(code)  # under torchrun: without interpreter teardown (see there)
 
 
 if __name__ == "__main__":

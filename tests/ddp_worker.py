@@ -39,7 +39,7 @@ def train_cases(folder: Path) -> None:
     except UserError as exc:
         outcome = f"UserError: {exc}"
     torch.save({"outcome": outcome}, folder / f"fail_together-rank{rank}.pt")
-    distributed.cleanup()
+    distributed.end_process(0)  # as augkit's CLI ends: without interpreter teardown under torchrun
 
 
 def crash_in_training(folder: Path) -> None:

@@ -161,6 +161,26 @@ bootstrap = 100
     assert log.count("split: train") == 1  # one writer of the log
 
 
+@pytest.mark.parametrize("world, code, status, rest", [
+    ("2", "3", 3, ""),                   # under torchrun: no interpreter teardown, so no atexit handler
+    ("2", "'bad recipe'", 1, ""),        # sys.exit's message convention
+    ("2", "None", 0, ""),
+    ("1", "3", 3, "atexit ran"),         # one process: a plain sys.exit
+])
+def test_end_process_exits_with_the_code_and_keeps_what_was_printed(world, code, status, rest):
+    script = ("import atexit, sys; from augkit import distributed; "
+              "atexit.register(lambda: print('atexit ran', end='')); "
+              "print('work done', end=''); print('to stderr', end='', file=sys.stderr); "
+              f"distributed.end_process({code})")
+    env = {**os.environ, "WORLD_SIZE": world}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == status
+    assert proc.stdout == "work done" + rest  # block-buffered pipe, flushed before the exit
+    assert proc.stderr.startswith("to stderr")
+    if code.startswith("'"):
+        assert "bad recipe" in proc.stderr
+
+
 # -- larger than memory: the streamed paths ------------------------------------------------------
 
 def test_a_streamed_classifier_trains_exactly_as_the_one_in_memory(tmp_path, monkeypatch):
