@@ -72,7 +72,6 @@ def _read(images, idx: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def batched_outputs(fn, model: nn.Module, images: np.ndarray, device, batch_size: int = 256) -> list[torch.Tensor]:
     """``fn(x)`` for uint8 (n, H, W, 3) images in batches, ``x`` normalised on ``device`` with ``model``
     there in eval mode; each batch's output as float32 on the CPU."""
@@ -84,6 +83,7 @@ def batched_outputs(fn, model: nn.Module, images: np.ndarray, device, batch_size
     return out
 
 
+@torch.no_grad()
 def predict(model: nn.Module, images, device: torch.device, batch_size: int) -> np.ndarray:
     """Predicted classes for every image; under torchrun each rank predicts every world-size-th one and
     all ranks get the whole result."""
