@@ -253,6 +253,7 @@ def _write_from_ranks(chunks: list[tuple[int, int, int]], make: Callable[..., Sa
 
         def merge() -> None:
             views = [H5Dataset(parts / f"rank{r}.h5") for r in range(world)]
+            parents = [(v.parent, v.parent2) for v in views]  # once: each property builds the whole column
             where: dict[int, tuple[int, int]] = {}
             filled = [0] * world
             for k, (_, _, n) in enumerate(chunks):
@@ -262,8 +263,8 @@ def _write_from_ranks(chunks: list[tuple[int, int, int]], make: Callable[..., Sa
             def made(k: int) -> Samples:
                 r, start = where[k]
                 pos = np.arange(start, start + chunks[k][2])
-                view = views[r]
-                return Samples(view.read(pos), np.stack([view.parent[pos], view.parent2[pos]], 1))
+                parent, parent2 = parents[r]
+                return Samples(views[r].read(pos), np.stack([parent[pos], parent2[pos]], 1))
 
             write(made)
 
