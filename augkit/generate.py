@@ -11,7 +11,6 @@ import dataclasses
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import wait as wait_for
 from pathlib import Path
 from typing import Any
 
@@ -213,9 +212,7 @@ class WriteBehind:
         try:
             if exc_type is None:
                 self.wait()
-            elif self._pending is not None:  # already failing: let the write finish, keep the first error
-                wait_for([self._pending])
-        finally:
+        finally:  # waits for the write in flight; on failure its own error is dropped, the first one kept
             self._pool.shutdown(wait=True)
 
 
