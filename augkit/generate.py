@@ -20,7 +20,7 @@ from augkit import distributed
 from augkit.augment import Amount, Augmenter, Context, Samples
 from augkit.data.reader import H5Dataset, ImageDataset
 from augkit.data.schema import SPLIT_NAMES
-from augkit.data.writer import DatasetWriter
+from augkit.data.writer import DatasetWriter, refuse_existing
 from augkit.errors import AugkitError, DataError, PluginError, UserError
 from augkit.progress import track
 from augkit.registry import get_registry
@@ -223,8 +223,7 @@ def _write_from_ranks(chunks: list[tuple[int, int, int]], make: Callable[..., Sa
     writes the output, taking the chunks from the parts in their fixed order, and removes the parts."""
     rank, world = distributed.rank(), distributed.world_size()
     owner = _share_out([n for _, _, n in chunks], world)
-    if out.exists() and not overwrite:  # the writer would refuse only after all the work
-        raise DataError(f"{out}: already exists (choose another path or allow overwriting)")
+    refuse_existing(out, overwrite)  # the writer would refuse only after all the work
     parts = out.with_name(f".{out.name}.parts")
     distributed.run_on_main(lambda: parts.mkdir(exist_ok=True))
     mine = [k for k in range(len(chunks)) if owner[k] == rank]

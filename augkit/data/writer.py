@@ -34,6 +34,12 @@ def _as_column(value: int | np.ndarray | Sequence[int], n: int, name: str, dtype
     return arr.astype(dtype, copy=False)
 
 
+def refuse_existing(path: Path, overwrite: bool) -> None:
+    """The writer's rule for an existing target, for callers that must apply it before long work."""
+    if path.exists() and not overwrite:
+        raise DataError(f"{path}: already exists (choose another path or allow overwriting)")
+
+
 class DatasetWriter:
     """Write a schema-1 dataset: ``with DatasetWriter(path, ...) as w: w.append(images, labels)``.
 
@@ -59,8 +65,7 @@ class DatasetWriter:
         from augkit import __version__
 
         self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise DataError(f"{self.path}: already exists (choose another path or allow overwriting)")
+        refuse_existing(self.path, overwrite)
         if not self.path.parent.is_dir():
             raise DataError(f"{self.path.parent}: output folder does not exist")
         if not class_names or len(set(class_names)) != len(class_names):
