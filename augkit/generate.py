@@ -21,7 +21,7 @@ from augkit.augment import Amount, Augmenter, Context, Samples
 from augkit.data.reader import H5Dataset, ImageDataset
 from augkit.data.schema import SPLIT_NAMES
 from augkit.data.writer import DatasetWriter, refuse_existing
-from augkit.errors import AugkitError, DataError, PluginError, UserError
+from augkit.errors import AugkitError, PluginError, UserError
 from augkit.progress import track
 from augkit.registry import get_registry
 
