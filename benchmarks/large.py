@@ -37,7 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from augkit.data.reader import H5Dataset
-from augkit.data.stream import loader_workers, memory_budget, stream_batches
+from augkit.data.stream import image_bytes, loader_workers, memory_budget, stream_batches
 from augkit.data.writer import DatasetWriter
 from augkit.evaluate.trainer import TrainConfig, train_run
 from augkit.progress import set_quiet, track
@@ -161,7 +161,7 @@ def main() -> None:
                 seconds = build(path, args.rows, args.size)
             results.update(build_seconds=seconds, build_peak_pss=rss.peak)
         data = H5Dataset(path)
-        nbytes = len(data) * data.image_size[0] * data.image_size[1] * 3
+        nbytes = image_bytes(data)
         results.update(file_bytes=path.stat().st_size, image_bytes=nbytes, rows=len(data))
         n_held = args.held_out
         train = data.subset(np.arange(len(data) - 2 * n_held))

@@ -65,6 +65,15 @@ def check_compatible(real: ImageDataset, fake: ImageDataset, real_name: str, fak
                             "unconditional generator")
 
 
+def _labels_in(ds: ImageDataset, real_names: list[str]) -> np.ndarray:
+    """``ds``'s labels as positions in ``real_names``, matched by class name (the classes it uses)."""
+    labels = ds.labels
+    lookup = np.full(len(ds.class_names), -1, np.int64)
+    for k in np.unique(labels):
+        lookup[k] = real_names.index(ds.class_names[k])
+    return lookup[labels]
+
+
 def _sample(labels: np.ndarray, names, n: int, seed: int, side: int) -> dict[int, np.ndarray]:
     """Up to ``n`` positions per class (see :func:`augkit.quality.diversity.class_positions`)."""
     from augkit.quality.diversity import class_positions
@@ -125,7 +134,7 @@ def assess(real: ImageDataset, fake: ImageDataset, extractor, spec: QualitySpec,
     out_dir = Path(out_dir)
     real_names = list(real.class_names)
     fake_labels = (np.full(len(fake), -1) if overall_only
-                   else np.array([real_names.index(fake.class_names[k]) for k in fake.labels], dtype=np.int64))
+                   else _labels_in(fake, real_names))
     real_pos = _sample(real.labels, real_names, spec.n_per_class, spec.seed, 0)
     fake_pos = {} if overall_only else _sample(fake_labels, real_names, spec.n_per_class, spec.seed, 1)
     # overall: uniform samples, so each side keeps its own class mix (a per-class cap would change it)
@@ -224,7 +233,7 @@ def assess(real: ImageDataset, fake: ImageDataset, extractor, spec: QualitySpec,
             cas_spec = CASSpec(model=spec.cas_model, epochs=spec.cas_epochs, seed=spec.seed)
             fake_images_all = read_whole(fake)
             cas_real = real if cas_real is None else cas_real
-            test_labels = np.array([real_names.index(test.class_names[k]) for k in test.labels], dtype=np.int64)
+            test_labels = _labels_in(test, real_names)
             cas = classification_accuracy_score((fake_images_all, fake_labels), (test.read(np.arange(len(test))),
                                                 test_labels), len(real_names), cas_spec, device,
                                                 real=(read_whole(cas_real),
