@@ -101,9 +101,6 @@ class _Batches(Dataset):
     def __init__(self, source, labels: np.ndarray):
         self.source, self.labels = source, np.asarray(labels)
 
-    def __len__(self) -> int:  # not used: the sampler gives the batches
-        return len(self.labels)
-
     def __getitem__(self, positions: np.ndarray):
         positions = np.asarray(positions, dtype=np.int64)
         return torch.from_numpy(self.source.read(positions)), torch.from_numpy(self.labels[positions])

@@ -51,10 +51,6 @@ class FeatureExtractor:
         self.device = torch.device(device)
         self.folder: Path | None = None
 
-    @property
-    def key(self) -> str:
-        return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:16]
-
     def describe(self) -> str:
         i = self.identity
         f1 = i.get("val_weighted_f1")
