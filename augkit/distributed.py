@@ -246,6 +246,13 @@ def unwrap(module) -> Any:
     return module.module if isinstance(module, DistributedDataParallel) else module
 
 
+def cache_key_fields() -> dict:
+    """What of the process group changes a trained model, for cache keys: a global batch of batch size x
+    ranks (and SyncBatchNorm) trains another model than one process does. Empty in one process, so
+    single-process keys stay as they were."""
+    return {"world_size": world_size(), "sync_bn": sync_bn()} if world_size() > 1 else {}
+
+
 def rank_seed(seed: int, offset: int = 0) -> int:
     """A seed for this rank's own random stream: ``seed + offset`` on rank 0 (so one process draws exactly
     what it always did), an independent derived seed on the other ranks."""

@@ -212,8 +212,7 @@ class Runner:
         record = {"augmenter": step.name, "plugin": None if plugin is None else [plugin.distribution, plugin.version],
                   "augkit": __version__, "params": params, "seed": step.seed,
                   "data": self.base.info.fingerprint, "train_rows": train_rows}
-        if distributed.world_size() > 1:  # a global batch over several ranks trains another generator
-            record.update(world_size=distributed.world_size(), sync_bn=distributed.sync_bn())
+        record.update(distributed.cache_key_fields())
         return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
     def _context(self, step: StepSpec, workdir: Path | None, resume: bool = False) -> Context:

@@ -114,8 +114,7 @@ def evaluate(
     settings = {"config": dataclasses.asdict(cfg), "data": base.info.fingerprint,
                 "split": hashlib.sha256(json.dumps(the_split.to_json()).encode()).hexdigest(),
                 "test": str(test) if test else None}
-    if distributed.world_size() > 1:  # a global batch of batch_size x ranks trains another model
-        settings.update(world_size=distributed.world_size(), sync_bn=distributed.sync_bn())
+    settings.update(distributed.cache_key_fields())
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
     h, w = base.image_size
