@@ -11,7 +11,8 @@ default) from the same initial weights on the same real images, with batch 64, B
        the step, channels-last);
    (b) the common hand-written loop (the PyTorch DCGAN tutorial): torchvision ``ImageFolder``,
        ``DataLoader(batch_size=64, shuffle=True)`` with ``num_workers=0`` and ``2``, default NCHW memory
-       format, ``BCEWithLogitsLoss``; one G forward per iteration, reused (detached) for the D step. Two
+       format, ``nn.Dropout`` in D (``--plain-dropout augkit`` swaps in augkit's cheaper-mask dropout, an
+       ablation), ``BCEWithLogitsLoss``; one G forward per iteration, reused (detached) for the D step. Two
        sources (``--plain-source``): ``jpeg``, the original image files through the tutorial's own
        ``Resize`` + ``CenterCrop`` + ``ToTensor`` + ``Normalize`` (what a user with a folder of images
        runs; the reference), and ``png``, the pixels augkit imported, exported as PNG files at the
@@ -82,6 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plain-source", default="jpeg,png",
                    help="what the plain loop reads: jpeg (the original files, Resize + CenterCrop: the "
                         "reference) and/or png (augkit's pixels exported at the training size); default jpeg,png")
+    p.add_argument("--plain-dropout", default="torch", choices=("torch", "augkit"),
+                   help="the plain loop's dropout layers: torch's nn.Dropout (the common way; default) or "
+                        "augkit's (an ablation: how much of the gain is the cheaper dropout masks)")
     p.add_argument("--gen-images", type=int, default=2048,
                    help="images to generate, split evenly over the classes (default 2048)")
     p.add_argument("--gen-repeats", type=int, default=5,
@@ -128,14 +132,21 @@ def sync(dev) -> None:
         torch.cuda.synchronize()
 
 
-def build_networks(args):
+def build_networks(args, plain: bool = False):
+    """G and D from the same seed. ``plain``: D's dropout layers become ``nn.Dropout``, as a hand-written
+    loop has them (augkit's :class:`~augkit_gan.networks.Dropout` is the same function with cheaper masks)."""
     import torch
+    from torch import nn
 
-    from augkit_gan.networks import Discriminator, Generator
+    from augkit_gan.networks import Discriminator, Dropout, Generator
 
     torch.manual_seed(args.seed)  # both loops start from the same weights
     G = Generator(args.size, LATENT, args.g_channels, "transpose")
     D = Discriminator(args.size, args.d_channels)
+    if plain and args.plain_dropout == "torch":
+        for i, layer in enumerate(D.convs):
+            if isinstance(layer, Dropout):
+                D.convs[i] = nn.Dropout(layer.p)
     return G, D
 
 
@@ -181,7 +192,7 @@ def plain_steps(folder: Path, args, dev, workers: int, out: dict, resize: bool):
     from torch.utils.flop_counter import FlopCounterMode
     from torchvision import datasets, transforms
 
-    G, D = build_networks(args)
+    G, D = build_networks(args, plain=True)
     G.to(dev)
     D.to(dev)
     size_tf = [transforms.Resize(args.size), transforms.CenterCrop(args.size)] if resize else []
@@ -525,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         "augkit": augkit.__version__, "torch": torch.__version__, "numpy": np.__version__,
         "loadavg_start": load_start, "loadavg_end": load_end, "data": source, "size": args.size,
         "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
-        "plain_sources": list(folders), "reference": f"{ref_key[0]}, num_workers={ref_key[1]}" if ref_key else None,
+        "plain_sources": list(folders), "plain_dropout": args.plain_dropout, "reference": f"{ref_key[0]}, num_workers={ref_key[1]}" if ref_key else None,
         "g_channels": args.g_channels, "d_channels": args.d_channels, "gen_images": n_gen,
         "matmul_fp32_gflop_per_s": round(peak, 1), "matmul_fp32_runs": [round(p, 1) for p in peaks],
         "training_wall_s": round(tr["wall"], 1),

@@ -16,7 +16,7 @@ from augkit.errors import DataError, UserError
 from augkit.generate import augment_to_file
 from augkit.registry import get_augmenter
 from augkit.train.gan import GANConfig, train_gan
-from augkit_gan.networks import Discriminator, Generator
+from augkit_gan.networks import Discriminator, Dropout, Generator
 
 TINY = {"g_channels": 32, "d_channels": 8, "batch_size": 8, "steps": 3, "sample_every": 2, "checkpoint_every": 2}
 
@@ -128,6 +128,33 @@ def test_the_g_step_computes_no_weight_gradients_for_d(tmp_path):
     assert calls["D"] == 3 * 2 * len(list(D.parameters()))
     assert calls["G"] == 3 * len(list(G.parameters()))
     assert all(p.requires_grad for p in D.parameters())
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_dropout_drops_at_its_rate_keeps_the_mean_and_repeats_under_a_seed(layout):
+    """augkit's Dropout is nn.Dropout's function: elements dropped with probability p, the rest scaled so
+    the expectation is kept, gradient through the same mask; the output keeps the input's memory layout."""
+    layer = Dropout(0.3)
+    x = torch.rand(64, 16, 32, 32).contiguous(memory_format=layout).requires_grad_()
+    torch.manual_seed(1)
+    y = layer(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.003  # 1M decisions: sd 0.0005
+    assert torch.allclose(y[kept], x[kept] / 0.7, rtol=1e-4)
+    assert abs(y.mean().item() / x.mean().item() - 1) < 0.005
+    assert y.is_contiguous(memory_format=layout)
+    y.backward(torch.ones_like(y))
+    assert torch.allclose(x.grad, kept / 0.7, rtol=1e-4)  # d(x * m)/dx = m: the same mask, not a new one
+    torch.manual_seed(1)
+    assert torch.equal(layer(x), y)
+    assert not torch.equal(layer(x), y)  # a new draw for the next call
+    # the decisions in each channel are independent of the layout's neighbours: no channel is all kept
+    assert (kept.float().mean(dim=(0, 2, 3)) < 0.75).all()
+    layer.eval()
+    assert layer(x) is x
+    assert Dropout(0.0)(x) is x
+    with pytest.raises(ValueError, match="dropout probability"):
+        Dropout(1.0)
 
 
 def test_a_finished_run_folder_is_not_overwritten(tmp_path):

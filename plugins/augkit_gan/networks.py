@@ -24,6 +24,61 @@ def steps_for(size: int) -> int:
     return int(math.log2(size)) - 2
 
 
+class _MaskedScale(torch.autograd.Function):
+    """x * m forward and g * m backward, keeping only the mask ``m`` (not x) for the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(m)
+        return x * m
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (m,) = ctx.saved_tensors
+        return grad * m, None
+
+
+class Dropout(nn.Module):
+    """Inverted dropout, as ``nn.Dropout``, whose masks are cheap to draw on a CPU.
+
+    On this project's CPUs ``nn.Dropout`` spends about 10 ns per element in ``bernoulli_``: in the thesis's
+    discriminator (dropout after every convolution) that was a third of a training step. Here one 64-bit
+    random word gives the keep/drop decisions of four elements (16 random bits each), drawn from torch's
+    global generator, so runs stay reproducible under a seed and resumable. The drop probability is
+    rounded to a multiple of 2^-16 (0.3 becomes 0.300003) and kept elements are scaled by the inverse of
+    the rounded keep probability, so the expected output still equals the input. On CUDA, where
+    ``F.dropout`` is one fused kernel, that is used instead.
+    """
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+        self._drop_count = round(p * 65536)  # of the 65,536 values of 16 random bits, this many drop
+        self._scale = 65536 / (65536 - self._drop_count)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, True)
+        n = x.numel()
+        words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # all 64 bits random
+        bits = words.view(torch.int16)[:n]
+        # decisions in x's physical order, so the elementwise product runs over contiguous memory
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            b, c, h, w = x.shape
+            bits = bits.view(b, h, w, c).permute(0, 3, 1, 2)
+        else:
+            bits = bits.view(x.shape)
+        keep = (bits >= self._drop_count - 32768).to(x.dtype).mul_(self._scale)
+        return _MaskedScale.apply(x, keep)
+
+
 class ConditionalBatchNorm(nn.Module):
     """BatchNorm whose scale and shift are chosen by the class label (de Vries et al. 2017)."""
 
@@ -114,7 +169,7 @@ class Discriminator(nn.Module):
         for i in range(n):
             layers += [sn(nn.Conv2d(widths[i], widths[i + 1], 5, stride=2, padding=2)), nn.LeakyReLU(0.2)]
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
         self.convs = nn.Sequential(*layers)
         self.feature_dim = widths[-1] * 16
         self.realness = sn(nn.Linear(self.feature_dim, 1))
