@@ -45,6 +45,36 @@ def test_round_trip_keeps_pixels_labels_and_attrs(tmp_path):
         assert f["images"].chunks[0] == chunk_rows(12, 12) and f["images"].compression is None
 
 
+def test_small_columns_held_in_memory_reach_the_file_whole(tmp_path, monkeypatch):
+    """The writer buffers labels, origin, parents and split and writes them in blocks: batches that cross
+    a block boundary, several blocks and the remainder at close all land in their rows, and the content
+    (and so the fingerprint) does not depend on the block size."""
+    import augkit.data.writer as writer_module
+
+    rng = np.random.default_rng(2)
+    sizes = [7, 1, 30, 12, 25, 3]
+    batches = [(rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8), rng.integers(0, 3, n), rng.integers(0, 2, n),
+                rng.integers(-1, 50, n), rng.integers(-1, 50, n), rng.integers(0, 3, n)) for n in sizes]
+
+    def write(path):
+        with DatasetWriter(path, class_names=["a", "b", "c"], image_size=8, origins=["real", "gan"],
+                           with_parent2=True, with_split=True, provenance={"created": "fixed"}) as w:
+            for images, labels, origin, parent, parent2, split in batches:
+                w.append(images, labels, origin=origin, parent=parent, parent2=parent2, split=split)
+        return H5Dataset(path)
+
+    monkeypatch.setattr(writer_module, "PENDING_ROWS", 10)
+    small = write(tmp_path / "blocks_of_10.h5")
+    monkeypatch.setattr(writer_module, "PENDING_ROWS", 10_000)
+    whole = write(tmp_path / "one_block.h5")
+    for column, k in (("labels", 1), ("origin", 2), ("parent", 3), ("parent2", 4), ("split", 5)):
+        expected = np.concatenate([b[k] for b in batches])
+        np.testing.assert_array_equal(getattr(small, column), expected, err_msg=column)
+        np.testing.assert_array_equal(getattr(whole, column), expected, err_msg=column)
+    np.testing.assert_array_equal(small.read(np.arange(len(small))), np.concatenate([b[0] for b in batches]))
+    assert small.info.fingerprint == whole.info.fingerprint
+
+
 def test_fingerprint_follows_content(tmp_path):
     a = H5Dataset(write_dataset(tmp_path / "a.h5", seed=0)).info.fingerprint
     b = H5Dataset(write_dataset(tmp_path / "b.h5", seed=0)).info.fingerprint
