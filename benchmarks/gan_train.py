@@ -28,7 +28,10 @@ default) from the same initial weights on the same real images, with batch 64, B
    default threads; best of three measurements: before training, after it, and at the end).
 2. generation, images/s: ``augkit.generate.augment_to_file`` with a tiny conditional augmenter whose
    ``generate`` runs the generator (batch 256, eval, no_grad, channels-last, uint8 out), writing an
-   HDF5 file, against the bare forward of the same generator with the same uint8 conversion.
+   HDF5 file (in ``--workdir``: the disk by default), against the bare forward of the same generator
+   with the same uint8 conversion. The two alternate ``--gen-repeats`` times; each pair runs back to
+   back, so it shares the machine's load, and goal 2 reads the median of the pairs' ratios, which one
+   burst of a neighbour's load in either direction does not move (best vs best is printed too).
 
 Goals: (1) augkit training >= 1.3x the faster plain loop over the original files (jpeg); (2) generation into HDF5 >= 90% of the
 bare forward. Prints one table, the machine load average, PASS/FAIL lines, and with ``--json FILE``
@@ -86,10 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plain-dropout", default="torch", choices=("torch", "augkit"),
                    help="the plain loop's dropout layers: torch's nn.Dropout (the common way; default) or "
                         "augkit's (an ablation: how much of the gain is the cheaper dropout masks)")
-    p.add_argument("--gen-images", type=int, default=2048,
-                   help="images to generate, split evenly over the classes (default 2048)")
-    p.add_argument("--gen-repeats", type=int, default=5,
-                   help="alternate bare forward and augment_to_file this many times; best of each (default 5)")
+    p.add_argument("--gen-images", type=int, default=4096,
+                   help="images to generate, split evenly over the classes (default 4096)")
+    p.add_argument("--gen-repeats", type=int, default=9,
+                   help="alternate bare forward and augment_to_file this many times; goal 2 reads the median "
+                        "of the pairs' ratios (default 9)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, default=None, help="where to write temporary files (removed at the end)")
@@ -567,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
     console.print(table)
     train_ratio = ak_row["images_per_s"] / ref_rate[sec] if ref_rate[sec] else float("nan")
-    gen_frac = gen_aug["images_per_s"] / gen_bare["images_per_s"]
+    gen_best = gen_aug["images_per_s"] / gen_bare["images_per_s"]
+    gen_frac = statistics.median(pair_ratios)
     verdict_train = "PASS" if train_ratio >= GOAL_TRAIN_RATIO else "FAIL"
     verdict_gen = "PASS" if gen_frac >= GOAL_GEN_FRACTION else "FAIL"
     others = ", ".join(f"{ak_row['images_per_s'] / r['images_per_s']:.2f}x vs {kind}, num_workers={w}"
@@ -576,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"[bold]{verdict_train}[/bold] "
                   f"({train_ratio:.2f}x; {others})")
     console.print(f"goal 2: augment_to_file >= {GOAL_GEN_FRACTION:.0%} of the bare forward: [bold]{verdict_gen}[/bold] "
-                  f"({gen_frac:.1%} best vs best; alternating pairs: "
+                  f"(median of the alternating pairs {gen_frac:.1%}; best vs best {gen_best:.1%}; pairs: "
                   f"{', '.join(f'{r:.0%}' for r in pair_ratios)}; augkit's own cost {overhead_us:.0f} µs/image, "
                   f"{overhead_us / (overhead_us + 1e6 / gen_bare['images_per_s']):.1%} of an image's time)")
     console.print(f"total runtime {total:.0f} s")
@@ -584,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         payload = {"meta": meta, "goals": {
             "training": {"ratio_min": GOAL_TRAIN_RATIO, "measured": round(train_ratio, 3), "result": verdict_train},
             "generation": {"fraction_min": GOAL_GEN_FRACTION, "measured": round(gen_frac, 3), "result": verdict_gen,
+                           "statistic": "median of pair ratios", "best_vs_best": round(gen_best, 3),
                            "pair_ratios": [round(r, 3) for r in pair_ratios],
                            "augkit_overhead_us_per_image": round(overhead_us, 1)}},
             "rows": rows}
