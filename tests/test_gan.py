@@ -153,8 +153,9 @@ def test_dropout_drops_at_its_rate_keeps_the_mean_and_repeats_under_a_seed(layou
     layer.eval()
     assert layer(x) is x
     assert Dropout(0.0)(x) is x
-    with pytest.raises(ValueError, match="dropout probability"):
-        Dropout(1.0)
+    for p in (1.0, 1 - 1e-6, -0.1):  # 1 - 1e-6 rounds to "drop all 65,536 values"
+        with pytest.raises(ValueError, match="dropout probability"):
+            Dropout(p)
 
 
 def test_a_finished_run_folder_is_not_overwritten(tmp_path):

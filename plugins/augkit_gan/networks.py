@@ -52,10 +52,10 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-        self.p = p
         self._drop_count = round(p * 65536)  # of the 65,536 values of 16 random bits, this many drop
+        if not 0.0 <= p < 1.0 or self._drop_count == 65536:
+            raise ValueError(f"dropout probability must be in [0, 1 - 2^-16], got {p}")
+        self.p = p
         self._scale = 65536 / (65536 - self._drop_count)
 
     def extra_repr(self) -> str:
