@@ -48,7 +48,7 @@ def test_round_trip_keeps_pixels_labels_and_attrs(tmp_path):
 def test_small_columns_held_in_memory_reach_the_file_whole(tmp_path, monkeypatch):
     """The writer buffers labels, origin, parents and split and writes them in blocks: batches that cross
     a block boundary, several blocks and the remainder at close all land in their rows, and the content
-    (and so the fingerprint) does not depend on the block size."""
+    (and so the fingerprint) depends neither on the block size nor on hashing beside the write."""
     import augkit.data.writer as writer_module
 
     rng = np.random.default_rng(2)
@@ -67,12 +67,16 @@ def test_small_columns_held_in_memory_reach_the_file_whole(tmp_path, monkeypatch
     small = write(tmp_path / "blocks_of_10.h5")
     monkeypatch.setattr(writer_module, "PENDING_ROWS", 10_000)
     whole = write(tmp_path / "one_block.h5")
+    # every batch hashed in the background thread while HDF5 writes it: the same fingerprint
+    monkeypatch.setattr(writer_module, "PARALLEL_HASH_BYTES", 0)
+    monkeypatch.setattr(writer_module, "PARALLEL_HASH_MIN_CORES", 1)
+    background = write(tmp_path / "hashed_beside.h5")
     for column, k in (("labels", 1), ("origin", 2), ("parent", 3), ("parent2", 4), ("split", 5)):
         expected = np.concatenate([b[k] for b in batches])
         np.testing.assert_array_equal(getattr(small, column), expected, err_msg=column)
         np.testing.assert_array_equal(getattr(whole, column), expected, err_msg=column)
     np.testing.assert_array_equal(small.read(np.arange(len(small))), np.concatenate([b[0] for b in batches]))
-    assert small.info.fingerprint == whole.info.fingerprint
+    assert small.info.fingerprint == whole.info.fingerprint == background.info.fingerprint
 
 
 def test_fingerprint_follows_content(tmp_path):
