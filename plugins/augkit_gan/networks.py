@@ -24,20 +24,6 @@ def steps_for(size: int) -> int:
     return int(math.log2(size)) - 2
 
 
-class _MaskedScale(torch.autograd.Function):
-    """x * m forward and g * m backward, keeping only the mask ``m`` (not x) for the backward pass."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(m)
-        return x * m
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (m,) = ctx.saved_tensors
-        return grad * m, None
-
-
 class Dropout(nn.Module):
     """Inverted dropout, as ``nn.Dropout``, whose masks are cheap to draw on a CPU.
 
@@ -76,7 +62,7 @@ class Dropout(nn.Module):
         else:
             bits = bits.view(x.shape)
         keep = (bits >= self._drop_count - 32768).to(x.dtype).mul_(self._scale)
-        return _MaskedScale.apply(x, keep)
+        return x * keep  # autograd keeps only the mask (it needs no gradient) and multiplies by it again
 
 
 class ConditionalBatchNorm(nn.Module):
