@@ -456,25 +456,35 @@ def interpolate_cmd(from_dir, out_path, data_path, rows, steps, label, seed, dev
 @click.option("--test", "test_path", type=click.Path(path_type=Path), default=None,
               help="External fixed test set (.h5); classes matched by name.")
 @click.option("--seeds", default=1, show_default=True, type=int, help="Training seeds per arm (0..k-1).")
-@click.option("--model", default="legacy_xception", show_default=True, help="Any timm model name.")
-@click.option("--epochs", default=10, show_default=True, type=int)
+@click.option("--model", default="legacy_xception", show_default=True,
+              help="Any timm model name, or resnet18_small (augkit's fast model for 32-64 px inputs).")
+@click.option("--epochs", default=40, show_default=True, type=int,
+              help="The most epochs a run may train (with --schedule onecycle: exactly this many).")
+@click.option("--schedule", type=click.Choice(["plateau", "onecycle"]), default="plateau", show_default=True,
+              help="plateau: train until validation weighted F1 stops improving; onecycle: a fixed schedule.")
+@click.option("--patience", default=3, show_default=True, type=int,
+              help="Validation checks without improvement before the learning rate is cut or the run stops.")
 @click.option("--batch-size", default=64, show_default=True, type=int)
 @click.option("--lr", default=1e-3, show_default=True, type=float)
 @click.option("--input-aug", type=click.Choice(["none", "flip"]), default="flip", show_default=True)
 @click.option("--balanced-sampling", is_flag=True, help="Class-balanced batches.")
 @click.option("--class-weights", is_flag=True, help="Inverse-frequency class weights in the loss.")
-@click.option("--equal-steps", is_flag=True,
-              help="Every arm makes the baseline's number of optimiser steps (not more because it has more images).")
+@click.option("--equal-steps/--plain-epochs", default=True, show_default=True,
+              help="Every arm makes the baseline's optimiser steps per epoch (default), or an epoch is every image "
+                   "of the arm (augmented arms then make more steps).")
 @click.option("--pretrained", default=None, help="Local checkpoint file to start from (no hub downloads).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present).")
-@click.option("--bootstrap", default=1000, show_default=True, type=int, help="Resamples for the 1-seed CI.")
+@click.option("--bootstrap", default=1000, show_default=True, type=int,
+              help="Bootstrap resamples (over seeds and test images) for the intervals.")
 @SYNC_BN
-def evaluate_cmd(data_path, arms, out_dir, split_path, split_seed, test_path, seeds, model, epochs, batch_size, lr,
-                 input_aug, balanced_sampling, class_weights, equal_steps, pretrained, device, bootstrap, sync_bn):
+def evaluate_cmd(data_path, arms, out_dir, split_path, split_seed, test_path, seeds, model, epochs, schedule, patience,
+                 batch_size, lr, input_aug, balanced_sampling, class_weights, equal_steps, pretrained, device, bootstrap,
+                 sync_bn):
     """Train a classifier per arm and seed; report per-class deltas against the baseline with 95% CIs."""
     from augkit.evaluate import evaluate
 
-    config = {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr, "input_aug": input_aug,
+    config = {"model": model, "epochs": epochs, "schedule": schedule, "patience": patience, "batch_size": batch_size,
+              "lr": lr, "input_aug": input_aug,
               "balanced_sampling": balanced_sampling, "class_weights": class_weights, "pretrained": pretrained,
               "equal_steps": equal_steps}
     device = distributed.setup(device, sync_batchnorm=sync_bn)
@@ -482,14 +492,19 @@ def evaluate_cmd(data_path, arms, out_dir, split_path, split_seed, test_path, se
                        seeds=seeds, config=config, device=device, n_boot=bootstrap)
     if not distributed.is_main():
         return
-    table = Table("arm", "weighted F1 (mean)", "Δ vs baseline [95% CI]")
+    from augkit.evaluate.report import verdict
+
+    table = Table("arm", "weighted F1 (mean)", "Δ vs baseline [95% CI]", "verdict")
     for name, arm in summary["arms"].items():
         f1 = np.mean([r["metrics"]["weighted_f1"] for r in arm["runs"]])
         d = summary["deltas"].get(name, {}).get("weighted_f1")
-        delta = "—" if d is None else (f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
-                                       + (" CI includes 0" if d["includes_zero"] else ""))
-        table.add_row(name, f"{f1:.4f}", delta)
+        delta = "—" if d is None else f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+        table.add_row(name, f"{f1:.4f}", delta, "" if d is None else verdict(summary, name)[0])
     out.print(table)
+    out.print(f"protocol: {summary['protocol']}", highlight=False)
+    if summary["under_trained"]:
+        out.print(f"may be under-trained (best validation check = last): {', '.join(summary['under_trained'])}",
+                  highlight=False)
     out.print(f"report: {out_dir / 'report.md'}")
 
 
@@ -732,7 +747,11 @@ def run_cmd(recipe_path, overrides, out_dir, device, resume, check, sync_bn):
                       f"({q.epochs} epochs on the real training split)", highlight=False)
         if recipe.evaluate:
             e = recipe.evaluate
-            out.print(f"  evaluate: {e.config.model}, {e.config.epochs} epochs, {e.seeds} seed(s), arms {list(e.arms)}")
+            out.print(f"  evaluate: {e.config.model}, {e.seeds} seed(s), arms {list(e.arms)}", highlight=False)
+            out.print(f"    protocol: {e.config.protocol}", highlight=False)
+            if len(e.train_fractions) > 1:
+                out.print(f"    data-efficiency curve: every arm (and every step) again on nested stratified "
+                          f"fractions {list(e.train_fractions)} of the real training split", highlight=False)
         out.print(f"  run folder: {recipe.out}; model cache: {cache_root()}")
         return
     device = distributed.setup(device, sync_batchnorm=sync_bn)

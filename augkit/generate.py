@@ -20,6 +20,7 @@ from augkit import distributed
 from augkit.augment import Amount, Augmenter, Context, Samples
 from augkit.data.reader import H5Dataset, ImageDataset
 from augkit.data.schema import SPLIT_NAMES
+from augkit.data.split import rows_fingerprint
 from augkit.data.writer import DatasetWriter, refuse_existing
 from augkit.errors import AugkitError, PluginError, UserError
 from augkit.progress import track
@@ -124,6 +125,8 @@ def augment_to_file(
         "amount": amount.to_json(),
         "seed": ctx.seed,
         "train_rows": len(train),
+        # which real rows the augmenter was given: the evaluator checks a shard against its arm's rows
+        "train_rows_sha256": rows_fingerprint(train.rows),
         "source_fingerprint": getattr(getattr(train, "info", None), "fingerprint", None),
         "per_class": {name: int(c) for name, c in zip(train.class_names, counts)},
     }

@@ -85,6 +85,9 @@ class EvaluateSpec:
     seeds: int
     bootstrap: int
     config: TrainConfig
+    #: nested stratified shares of the real training split that every arm is trained on (the
+    #: data-efficiency curve); 1.0 alone: the whole split
+    train_fractions: tuple[float, ...] = (1.0,)
 
 
 @dataclass(frozen=True)
@@ -383,6 +386,15 @@ def _parse_evaluate(raw: Any, w: _Where, steps: tuple[StepSpec, ...]) -> Evaluat
                                  f"steps that add images: {', '.join(producing) or 'none'}")
     if len(set(arms)) != len(arms):
         raise ParamError(f"{w('evaluate', 'arms')}: arms are listed twice: {arms}")
+    fractions = raw.pop("train_fractions", [1.0])
+    if (not isinstance(fractions, list) or not fractions
+            or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1 for f in fractions)):
+        raise ParamError(f"{w('evaluate', 'train_fractions')}: train_fractions must be a list of numbers in (0, 1], "
+                         f"e.g. [0.1, 0.25, 1.0], got {fractions!r}")
+    if len(set(fractions)) != len(fractions) or 1.0 not in fractions:
+        raise ParamError(f"{w('evaluate', 'train_fractions')}: train_fractions must list each fraction once and "
+                         f"include 1.0 (the whole training split, where the headline verdict comes from), "
+                         f"got {fractions!r}")
     for key, value, minimum in (("seeds", seeds, 1), ("bootstrap", bootstrap, 100)):
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise ParamError(f"{w('evaluate', key)}: {key} must be an integer >= {minimum}, got {value!r}")
@@ -392,7 +404,7 @@ def _parse_evaluate(raw: Any, w: _Where, steps: tuple[StepSpec, ...]) -> Evaluat
                          "(a local checkpoint; weights are never downloaded)")
     if BASELINE not in arms:
         arms = [BASELINE] + arms
-    return EvaluateSpec(tuple(arms), seeds, bootstrap, config)
+    return EvaluateSpec(tuple(arms), seeds, bootstrap, config, tuple(sorted(float(f) for f in fractions)))
 
 
 def _parse_quality(raw: Any, w: _Where) -> tuple[QualitySpec, bool]:
@@ -462,7 +474,9 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = (), out: str
                      "amount": None if s.amount is None else s.amount.to_json(),
                      "filter": None if s.filter is None else _plain(s.filter)} for s in steps],
         "evaluate": None if evaluate is None else {"arms": list(evaluate.arms), "seeds": evaluate.seeds,
-                                                   "bootstrap": evaluate.bootstrap, **_plain(evaluate.config)},
+                                                   "bootstrap": evaluate.bootstrap,
+                                                   "train_fractions": list(evaluate.train_fractions),
+                                                   **_plain(evaluate.config)},
     }
     if quality is not None:  # only recipes with the table record it: older runs keep their fingerprint
         resolved["quality"] = {"enabled": quality_on, **_plain(quality)}

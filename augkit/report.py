@@ -128,6 +128,17 @@ def run_markdown(out: Path, recipe, state: dict) -> str:
     lines = [f"# augkit run: {recipe.name}", ""]
     if r.get("description"):
         lines += [r["description"], ""]
+    evaluation = out / "evaluate" / "metrics.json"
+    summary = json.loads(evaluation.read_text()) if evaluation.is_file() else None
+    if summary is not None:  # the verdict opens the report; stages, grids and provenance follow
+        from augkit.evaluate.report import verdict_markdown
+
+        lines += verdict_markdown(summary)
+    curve_file = out / "evaluate" / "curve.json"
+    if curve_file.is_file():
+        from augkit.evaluate.curve import curve_markdown
+
+        lines += curve_markdown(json.loads(curve_file.read_text()), image="evaluate/curve.png")
     data = r["data"]
     source = data["source"] + (f" ({data['demo_images']} images, seed {data['seed']})" if data["source"] == "demo" else "")
     lines += [
@@ -199,9 +210,10 @@ def run_markdown(out: Path, recipe, state: dict) -> str:
                                for p in curves), ""]
 
     lines += _quality_section(out, steps)
-    evaluation = out / "evaluate" / "report.md"
-    if evaluation.exists():
-        text = evaluation.read_text()
+    if summary is not None:
+        from augkit.evaluate.report import markdown
+
+        text = markdown(summary, verdict_first=False).replace("](val_curves.png)", "](evaluate/val_curves.png)")
         text = text.replace("Files: metrics.json", "Files in evaluate/: metrics.json")
         lines += ["## Evaluation", "", _demote(text), ""]
         pictures = ["![per-class Δ F1 with 95% CI](evaluate/deltas.png)"] if (out / "evaluate" / "deltas.png").exists() else []

@@ -33,7 +33,7 @@ import numpy as np
 from augkit import __version__, atomic, distributed
 from augkit.augment import Context
 from augkit.data.reader import H5Dataset, ImageDataset
-from augkit.data.split import Split, stratified_split
+from augkit.data.split import Split, nested_subsets, rows_fingerprint, stratified_split
 from augkit.errors import DataError, UserError
 from augkit.recipe import Recipe, StepSpec
 
@@ -113,7 +113,8 @@ class Runner:
         self.state: RunState | None = None
         self.data_path: Path | None = None
         self.base: H5Dataset | None = None
-        self.split: Split | None = None
+        self.split: Split | None = None  # the split of the training fraction being run
+        self.fraction = 1.0
         self.step_keys: dict[str, str] = {}
         self.stage = "start"
 
@@ -202,11 +203,24 @@ class Runner:
     def _train_rows(self) -> ImageDataset:
         return self.split.apply(self.base, "train")
 
+    @property
+    def train_rows(self) -> np.ndarray:
+        return self.split.train
+
+    @property
+    def here(self) -> Path:
+        """Where this fraction's steps, shards and evaluation live: the run folder for the whole training
+        split, ``fractions/f<fraction>/`` for a smaller one."""
+        return self.out if self.fraction == 1.0 else self.out / "fractions" / f"f{self.fraction:g}"
+
+    def _name(self, stage: str) -> str:
+        return stage if self.fraction == 1.0 else f"{stage} @ {self.fraction:g}"
+
     def _step_key(self, step: StepSpec, cls) -> str:
         from augkit.registry import get_registry
 
         plugin = get_registry().plugin_of(cls)
-        train_rows = hashlib.sha256(np.ascontiguousarray(self.split.train, dtype=np.int64).tobytes()).hexdigest()
+        train_rows = rows_fingerprint(self.train_rows)
         params = {k: (f"step:{self.step_keys[v]}" if k in step.refs else val)
                   for k, val in step.params.items() for v in [step.refs.get(k)]}
         record = {"augmenter": step.name, "plugin": None if plugin is None else [plugin.distribution, plugin.version],
@@ -223,8 +237,8 @@ class Runner:
         from augkit.registry import get_registry
 
         cls = get_registry().get(step.name).cls
-        step_dir = self.out / "steps" / step.id
-        params = {k: (str(self.out / "steps" / step.refs[k] / "augmenter") if k in step.refs else v)
+        step_dir = self.here / "steps" / step.id
+        params = {k: (str(self.here / "steps" / step.refs[k] / "augmenter") if k in step.refs else v)
                   for k, v in step.params.items()}
         augmenter = None
         if cls.trains:
@@ -269,7 +283,7 @@ class Runner:
                 distributed.run_on_main(keep)
                 return {"key": key, "cache": "miss"}
 
-            self._stage(f"train {step.id}", train, key=key)
+            self._stage(self._name(f"train {step.id}"), train, key=key)
         if step.amount is None:
             return
 
@@ -283,8 +297,8 @@ class Runner:
             else:
                 augmenter = cls(params)
                 fit_augmenter(augmenter, train, self._context(step, None))
-            (self.out / "shards").mkdir(exist_ok=True)
-            shard = self.out / "shards" / f"{step.id}.h5"
+            (self.here / "shards").mkdir(parents=True, exist_ok=True)
+            shard = self.here / "shards" / f"{step.id}.h5"
             consistency = self._filter(step.filter) if step.filter is not None else None
             summary = augment_to_file(augmenter, train, shard, step.amount, self._context(step, None), fit=False,
                                       overwrite=True, provenance={"recipe": self.recipe.resolved, "step": step.id},
@@ -298,14 +312,14 @@ class Runner:
                 self.say(f"step {step.id}: filter acceptance per class: {rates}")
             return info
 
-        self._stage(f"generate {step.id}", generate)
+        self._stage(self._name(f"generate {step.id}"), generate)
 
     def _filter(self, spec) -> "ConsistencyFilter":  # noqa: F821
         """The filter's classifier for ``spec``: trained once per run on the real training split."""
         from augkit.filter import ConsistencyFilter
 
         key = hashlib.sha256(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode()).hexdigest()[:12]
-        folder = self.out / "filters" / key
+        folder = self.here / "filters" / key
 
         def train() -> dict:
             self.say(f"filter: training a {spec.model} classifier on the real training split ({spec.epochs} epochs)")
@@ -320,7 +334,7 @@ class Runner:
             return {"path": str(folder), **consistency.val_metrics}
 
         folder.parent.mkdir(parents=True, exist_ok=True)
-        self._stage(f"filter {key}", train)
+        self._stage(self._name(f"filter {key}"), train)
         return ConsistencyFilter.load(folder, self.device)
 
     def _diversity(self, step: StepSpec, augmenter, train: ImageDataset, step_dir: Path) -> None:
@@ -392,9 +406,9 @@ class Runner:
         from augkit.evaluate.arms import Arm
 
         spec = self.recipe.evaluate
-        arms = [Arm(name, tuple(self.out / "shards" / f"{s}.h5" for s in self.recipe.arm_steps(name)))
+        arms = [Arm(name, tuple(self.here / "shards" / f"{s}.h5" for s in self.recipe.arm_steps(name)))
                 for name in spec.arms]
-        summary = evaluate(self.data_path, arms, self.out / "evaluate", split=self.split, test=self.recipe.data.test,
+        summary = evaluate(self.data_path, arms, self.here / "evaluate", split=self.split, test=self.recipe.data.test,
                            seeds=spec.seeds, config=spec.config, device=self.device, n_boot=spec.bootstrap,
                            run_cache=self.cache.root / "classifier-runs")
         if summary["reused_runs"]:
@@ -403,6 +417,22 @@ class Runner:
         headline = {name: float(np.mean([r["metrics"]["weighted_f1"] for r in arm["runs"]]))
                     for name, arm in summary["arms"].items()}
         return {"weighted_f1": headline, "reused_runs": summary["reused_runs"]}
+
+    def _curve(self) -> dict:
+        """The data-efficiency curve over the training fractions: evaluate/curve.json, curve.png, curve.md."""
+        from augkit.evaluate.curve import write_curve
+
+        folders = {f: (self.out if f == 1.0 else self.out / "fractions" / f"f{f:g}") / "evaluate"
+                   for f in self.recipe.evaluate.train_fractions}
+
+        def write() -> dict:
+            curve = write_curve({f: json.loads((d / "metrics.json").read_text()) for f, d in folders.items()},
+                                self.out / "evaluate")
+            for line in curve["worth"].values():
+                self.say(f"curve: {line}")
+            return {"path": str(self.out / "evaluate" / "curve.json")}
+
+        return distributed.run_on_main(write)
 
     def _report(self) -> dict:
         from augkit.report import write_run_report
@@ -426,13 +456,26 @@ class Runner:
                 raise DataError(f"{self.data_path}: changed since this run imported it (fingerprints differ); "
                                 "start a new run")
             self._stage("split", lambda: distributed.run_on_main(self._split))
-            self.split = Split.load(self.out / "split.json", fingerprint=self.base.info.fingerprint)
-            for step in self.recipe.order():
-                self._run_step(step)
-            if self.recipe.quality is not None:
-                self._quality()
-            if self.recipe.evaluate is not None:
-                self._stage("evaluate", self._evaluate)
+            full = Split.load(self.out / "split.json", fingerprint=self.base.info.fingerprint)
+            fractions = self.recipe.evaluate.train_fractions if self.recipe.evaluate is not None else (1.0,)
+            # the whole training split first: its verdict is the headline, the smaller fractions follow
+            subsets = nested_subsets(full.train, self.base.labels[full.train], fractions, self.recipe.data.seed)
+            for fraction in sorted(fractions, reverse=True):
+                self.fraction = fraction
+                self.split = full if fraction == 1.0 else full.with_train(subsets[fraction], fraction,
+                                                                         self.recipe.data.seed)
+                if fraction != 1.0:
+                    self.say(f"training fraction {fraction:g}: {len(self.split.train)} of {len(full.train)} real "
+                             "training images; every step and classifier of it learns from these only")
+                for step in self.recipe.order():
+                    self._run_step(step)
+                if self.recipe.quality is not None and fraction == 1.0:
+                    self._quality()
+                if self.recipe.evaluate is not None:
+                    self._stage(self._name("evaluate"), self._evaluate)
+            self.fraction, self.split = 1.0, full
+            if len(fractions) > 1:
+                self._stage("data-efficiency curve", self._curve)
             self.stage = "report"
             t0 = time.perf_counter()
             report = distributed.run_on_main(self._report)

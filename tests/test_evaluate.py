@@ -168,14 +168,16 @@ def test_bad_inputs_are_clear_errors(demo, tmp_path):
     assert not (tmp_path / "o").exists()  # nothing is written before the inputs are checked
 
 
-def test_equal_steps_gives_every_arm_the_baselines_number_of_optimiser_steps(demo, tmp_path):
+def test_equal_steps_is_the_default_and_plain_epochs_an_explicit_option(demo, tmp_path):
     arms = ["baseline", f"classical={demo / 'shard.h5'}"]
     config = {**FAST, "epochs": 1}
-    by_epochs = evaluate(demo / "demo.h5", arms, tmp_path / "a", split=demo / "split.json", config=config,
-                         device="cpu", n_boot=50)
+    by_epochs = evaluate(demo / "demo.h5", arms, tmp_path / "a", split=demo / "split.json",
+                         config={**config, "equal_steps": False}, device="cpu", n_boot=50)
     steps = {arm: by_epochs["arms"][arm]["runs"][0]["optimizer_steps"] for arm in ("baseline", "classical")}
     assert steps["classical"] > steps["baseline"]  # epochs over a larger set: more steps (the confound)
-    equal = evaluate(demo / "demo.h5", arms, tmp_path / "b", split=demo / "split.json",
-                     config={**config, "equal_steps": True}, device="cpu", n_boot=50)
-    assert equal["arms"]["classical"]["runs"][0]["optimizer_steps"] == steps["baseline"]
-    assert equal["arms"]["baseline"]["runs"][0]["optimizer_steps"] == steps["baseline"]
+    assert "plain epochs" in by_epochs["protocol"]
+    default = evaluate(demo / "demo.h5", arms, tmp_path / "b", split=demo / "split.json", config=config,
+                       device="cpu", n_boot=50)
+    assert default["config"]["equal_steps"] is True and "equal optimiser steps" in default["protocol"]
+    assert default["arms"]["classical"]["runs"][0]["optimizer_steps"] == steps["baseline"]
+    assert default["arms"]["baseline"]["runs"][0]["optimizer_steps"] == steps["baseline"]

@@ -267,3 +267,77 @@ def test_a_baseline_trained_for_one_recipe_is_reused_by_another_on_the_same_data
     assert a["baseline"]["runs"] == b["baseline"]["runs"]
     assert a["classical"]["synthetic_rows"] == 2 * b["classical"]["synthetic_rows"]
     assert "reused from the cache: baseline seed 0" in (second / "report.md").read_text()
+
+
+def test_train_fractions_train_every_step_on_its_nested_subset_and_draw_the_curve(tmp_path):
+    text = '[recipe]\nname = "curve"\n' + DATA_AND_GAN + f"""
+[[augment]]
+name = "classical"
+amount = 0.5
+
+[[augment]]
+name = "acgan"
+amount = 0.5
+params = {{ base = "vanilla", steps = 2, {TINY_GAN} }}
+
+[evaluate]
+model = "test_resnet"
+arms = ["baseline", "classical", "acgan"]
+epochs = 1
+batch_size = 16
+bootstrap = 100
+train_fractions = [0.5, 1.0]
+"""
+    path = tmp_path / "curve.toml"
+    path.write_text(text)
+    out = tmp_path / "run"
+    run(path, out)
+    stages = state(out)
+    assert {"train vanilla @ 0.5", "train acgan @ 0.5", "generate acgan @ 0.5", "evaluate @ 0.5",
+            "data-efficiency curve"} <= set(stages)
+    full_train = np.array(json.loads((out / "split.json").read_text())["train"])
+    half = out / "fractions" / "f0.5"
+    half_train = np.array(json.loads((half / "evaluate" / "split.json").read_text())["train"])
+    assert set(half_train) < set(full_train)
+    data = H5Dataset(out / "data" / "dataset.h5")
+    np.testing.assert_array_equal(np.bincount(data.labels[half_train], minlength=8),
+                                  np.round(0.5 * np.bincount(data.labels[full_train], minlength=8)))
+    # every generator of the fraction learned from the fraction's rows only, and its images say so
+    assert stages["train vanilla @ 0.5"]["key"] != stages["train vanilla"]["key"]
+    from augkit.data.split import rows_fingerprint
+
+    for step in ("classical", "acgan"):
+        record = H5Dataset(half / "shards" / f"{step}.h5").provenance["augment"]
+        assert record["train_rows"] == len(half_train)
+        assert record["train_rows_sha256"] == rows_fingerprint(half_train)
+    parents = H5Dataset(half / "shards" / "classical.h5").parent
+    assert set(parents[parents >= 0]) <= set(half_train)
+    curve = json.loads((out / "evaluate" / "curve.json").read_text())
+    assert curve["fractions"] == [0.5, 1.0]
+    assert [p["real_images"] for p in curve["points"]["baseline"]] == [len(half_train), len(full_train)]
+    assert set(curve["worth"]) == {"classical", "acgan"} and (out / "evaluate" / "curve.png").is_file()
+    md = (out / "report.md").read_text()
+    assert md.index("## Verdict") < md.index("## Data-efficiency curve") < md.index("## Stages")
+    assert "worth" in md
+
+
+def test_a_shard_made_from_more_real_images_than_the_fraction_is_refused(tmp_path):
+    from augkit.augment import Context
+    from augkit.evaluate import evaluate
+    from augkit.data import import_source, stratified_split
+    from augkit.data.split import nested_subsets
+    from augkit.errors import DataError
+    from augkit.generate import augment_to_file
+    from augkit.registry import get_augmenter
+
+    import_source("demo", tmp_path / "d.h5", size=16, n=160, seed=0)
+    base = H5Dataset(tmp_path / "d.h5")
+    split = stratified_split(base, seed=0)
+    rows = nested_subsets(split.train, base.labels[split.train], [0.5], seed=0)[0.5]
+    half = split.with_train(rows, 0.5, 0)
+    # classical images of the whole training split: more real images than the half the arm trains on
+    augment_to_file(get_augmenter("classical"), split.apply(base, "train"), tmp_path / "full.h5", 0.5,
+                    Context(seed=0, device="cpu"))
+    with pytest.raises(DataError, match=r"given \d+ real training images, more than the \d+ this arm trains on"):
+        evaluate(tmp_path / "d.h5", [f"c={tmp_path / 'full.h5'}"], tmp_path / "o", split=half,
+                 config={"model": "test_resnet", "epochs": 1, "batch_size": 16}, device="cpu")

@@ -7,6 +7,8 @@ Only real rows are split: synthetic rows belong in training and the evaluator ad
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +75,28 @@ def stratified_indices(labels: np.ndarray, fractions: dict[str, float], seed: in
     return {name: np.sort(np.concatenate(chunks)) if chunks else np.array([], np.int64) for name, chunks in parts.items()}
 
 
+def rows_fingerprint(rows: np.ndarray) -> str:
+    """sha256 of a set of row indices: names "these training rows" in cache keys and provenance."""
+    return hashlib.sha256(np.ascontiguousarray(np.sort(rows), dtype=np.int64).tobytes()).hexdigest()
+
+
+def nested_subsets(rows: np.ndarray, labels: np.ndarray, fractions, seed: int) -> dict[float, np.ndarray]:
+    """Nested, stratified subsets of ``rows`` (e.g. a split's training rows; ``labels`` in the same
+    order): for each fraction, that share of every class (at least one image), sorted.
+
+    Each class is shuffled once with ``seed`` and every fraction takes a prefix of that order, so a
+    smaller fraction's rows are always inside a larger one's: the data-efficiency curve then adds
+    images along one path instead of drawing unrelated sets."""
+    rows, labels = np.asarray(rows), np.asarray(labels)
+    for f in fractions:
+        if not 0 < f <= 1:
+            raise DataError(f"train fraction {f!r}: must be in (0, 1]")
+    rng = np.random.default_rng(seed)
+    order = {int(c): rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)}
+    return {f: np.sort(np.concatenate([rows[members[:max(1, round(f * len(members)))]]
+                                       for members in order.values()])) for f in fractions}
+
+
 @dataclass(frozen=True)
 class Split:
     """Row ids of train/val/test of one dataset, with what made them."""
@@ -98,6 +122,19 @@ class Split:
         if missing:
             raise DataError(f"split: {len(missing)} row(s) of part '{name}' are not in this dataset (e.g. row {missing[0]})")
         return ds.subset(np.array([position[int(r)] for r in rows], dtype=np.int64))
+
+    @property
+    def is_train_subset(self) -> bool:
+        """Made by :meth:`with_train`: the training rows are a share of the split's."""
+        return "training rows: nested" in self.method
+
+    def with_train(self, rows: np.ndarray, fraction: float, seed: int) -> "Split":
+        """This split with a nested subset of its training rows (validation and test unchanged)."""
+        if not np.isin(rows, self.train).all():
+            raise DataError("split: a training subset must hold training rows only")
+        return dataclasses.replace(self, train=np.sort(np.asarray(rows, dtype=np.int64)),
+                                   method=f"{self.method}; training rows: nested stratified {fraction:g} "
+                                          f"(seed {seed})")
 
     def to_json(self) -> dict:
         return {

@@ -77,8 +77,12 @@ class SyntheticRows:
         return images, np.concatenate(self.labels)
 
 
-def synthetic_rows(arm: Arm, base: H5Dataset, train_rows: np.ndarray, held_out_rows: np.ndarray) -> SyntheticRows:
-    """Open an arm's shards and check them: sizes, class names, non-empty, and no leaked parents."""
+def synthetic_rows(arm: Arm, base: H5Dataset, train_rows: np.ndarray, held_out_rows: np.ndarray,
+                   subset: bool = False) -> SyntheticRows:
+    """Open an arm's shards and check them: sizes, class names, non-empty, and no leaked parents.
+
+    ``subset``: ``train_rows`` is a share of the training split (the data-efficiency curve); a shard whose
+    augmenter was given more real images than that is refused, since its images would carry them in."""
     arm.check()
     views, labels = [], []
     train_set = set(train_rows.tolist())
@@ -92,6 +96,11 @@ def synthetic_rows(arm: Arm, base: H5Dataset, train_rows: np.ndarray, held_out_r
         synthetic = shard.subset(np.flatnonzero(shard.origin != shard.origins.index(REAL)))
         if len(synthetic) == 0:
             raise DataError(f"{what}: holds no synthetic rows (every row has origin 'real')")
+        made_from_rows = shard.provenance.get("augment", {}).get("train_rows")
+        if subset and isinstance(made_from_rows, int) and made_from_rows > len(train_rows):
+            raise DataError(f"{what}: its augmenter was given {made_from_rows} real training images, more than the "
+                            f"{len(train_rows)} this arm trains on; make the shard from the same training rows "
+                            "(a generator must not see more real images than the classifier it is compared with)")
         parents = np.concatenate([synthetic.parent, synthetic.parent2])
         derived = parents[parents >= 0]
         if len(derived):

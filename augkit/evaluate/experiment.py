@@ -25,9 +25,14 @@ from augkit.data.split import Split, stratified_split
 from augkit.data.stream import StackedImages, fits_in_memory, image_bytes
 from augkit.errors import DataError, UserError
 from augkit.evaluate.arms import BASELINE, Arm, class_mapping, synthetic_rows
-from augkit.evaluate.metrics import compare_arms
+from augkit.evaluate.metrics import arm_interval, compare_arms, correct_per_class
 from augkit.evaluate.trainer import TrainConfig, train_run
 from augkit.params import parse_params
+
+
+#: what metrics.json keeps of each run (the per-run files in runs/ also hold the test predictions)
+RUN_FIELDS = ("seed", "best_epoch", "best_step", "epochs_trained", "stopped", "under_trained", "metrics", "history",
+              "train_seconds", "train_images_per_s", "train_counts", "optimizer_steps", "steps_per_epoch")
 
 
 def _real_only(ds, what: str):
@@ -102,7 +107,8 @@ def evaluate(
     if len(test_ds) == 0:
         raise DataError("the test set is empty")
 
-    synthetic = {a.name: synthetic_rows(a, base, the_split.train, held_out) for a in arms}
+    synthetic = {a.name: synthetic_rows(a, base, the_split.train, held_out, subset=the_split.is_train_subset)
+                 for a in arms}
 
     def prepare_folder() -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -195,8 +201,8 @@ def evaluate(
             distributed.run_on_main(save)
             results[arm.name].append(run)
 
-    comparison = {a.name: compare_arms(results[BASELINE], results[a.name], num_classes, n_boot=n_boot)
-                  for a in arms if a.name != BASELINE}
+    comparison = correct_per_class({a.name: compare_arms(results[BASELINE], results[a.name], num_classes,
+                                                         n_boot=n_boot) for a in arms if a.name != BASELINE})
     summary = {
         "data": str(data), "fingerprint": base.info.fingerprint, "device": device, "seeds": seed_list,
         "class_names": list(base.class_names), "config": dataclasses.asdict(cfg),
@@ -204,10 +210,13 @@ def evaluate(
                   "sizes": {"train": len(train_real), "val": len(val), "test": len(test_ds)}},
         "test_source": str(test) if test else "split",
         "arms": {a.name: {"shards": [str(p) for p in a.shards], "synthetic_rows": synthetic[a.name].count,
-                          "runs": [{k: r[k] for k in ("seed", "best_epoch", "metrics", "history", "train_seconds",
-                                                      "train_images_per_s", "train_counts", "optimizer_steps")}
-                                   for r in results[a.name]]} for a in arms},
+                          "weighted_f1_ci": arm_interval(results[a.name], num_classes, n_boot=n_boot),
+                          "runs": [{k: r.get(k) for k in RUN_FIELDS} for r in results[a.name]]} for a in arms},
         "deltas": comparison,
+        "protocol": cfg.protocol,
+        # runs whose best validation check was their last: still improving when they ended
+        "under_trained": [f"{a.name} seed {r['seed']}" for a in arms for r in results[a.name]
+                          if r.get("under_trained", True)],
         "reused_runs": reused,
     }
     from augkit.evaluate.report import write_report

@@ -1,4 +1,11 @@
-"""The evaluation report: Markdown tables, row-normalised confusion matrices and a per-class delta chart."""
+"""The evaluation report: the verdict first, then tables, validation curves, confusion matrices and a
+per-class delta chart.
+
+An arm is called better or worse than the baseline only when the comparison can carry that word:
+its interval excludes zero, every arm made the same optimiser steps per epoch, no run of the two arms
+was still improving when it ended, and there were two or more training seeds (else the interval
+covers test-set sampling only). Otherwise the report says which of these is missing.
+"""
 
 from __future__ import annotations
 
@@ -24,28 +31,116 @@ def _delta(d: dict) -> str:
     return f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]{flag}"
 
 
-def _verdict(name: str, d: dict) -> str:
+def _p(value: float | None) -> str:
+    return "—" if value is None else (f"{value:.3f}" if value >= 0.001 else "< 0.001")
+
+
+def caveats(summary: dict, arm: str) -> list[str]:
+    """Why a difference between ``arm`` and the baseline would not be a verdict (empty: it would be)."""
+    out = []
+    if not summary["config"].get("equal_steps", False):
+        out.append("plain epochs: the augmented arm made more optimiser steps than the baseline")
+    flagged = [r for r in summary.get("under_trained", []) if r.split(" seed ")[0] in ("baseline", arm)]
+    if flagged:
+        out.append(f"{', '.join(flagged)} may be under-trained (best validation check = last)")
+    if not summary["deltas"][arm].get("covers_training_noise", len(summary["seeds"]) > 1):
+        out.append("one training seed: the interval covers test-set sampling, not training noise")
+    return out
+
+
+def verdict(summary: dict, arm: str) -> tuple[str, list[str]]:
+    """("better" | "worse" | "no reliable difference" | "not established", caveats) for one arm."""
+    d = summary["deltas"][arm]["weighted_f1"]
+    why = caveats(summary, arm)
     if d["includes_zero"]:
-        return (f"- **{name}**: weighted F1 {_delta(d)}: the 95% CI includes zero, so this evaluation shows "
-                "no reliable difference from the baseline.")
-    word = "better" if d["delta"] > 0 else "worse"
-    return f"- **{name}**: weighted F1 {_delta(d)}: {word} than the baseline with 95% confidence."
+        return "no reliable difference", why
+    if why:
+        return "not established", why
+    return ("better" if d["delta"] > 0 else "worse"), why
 
 
-def markdown(summary: dict) -> str:
+def _verdict_line(summary: dict, arm: str) -> str:
+    d = summary["deltas"][arm]["weighted_f1"]
+    word, why = verdict(summary, arm)
+    text = f"- **{arm}**: Δ weighted F1 {_delta(d)}: "
+    if word in ("better", "worse"):
+        return text + f"**{word}** than the baseline (95% CI excludes zero; compute-matched, converged, " \
+                      f"{len(summary['seeds'])} seeds)."
+    if word == "no reliable difference":
+        return text + "no reliable difference from the baseline" + (f" ({'; '.join(why)})." if why else ".")
+    direction = "gain" if d["delta"] > 0 else "loss"
+    return text + f"a {direction} on this evaluation, **not established** as a verdict: {'; '.join(why)}."
+
+
+def _class_changes(summary: dict, arm: str) -> list[str]:
+    """Per-class F1 changes that survive the multiple-comparison correction."""
+    names = summary["class_names"]
+    entries = summary["deltas"][arm]["f1"]
+    return [f"{names[k]} F1 {e['delta']:+.4f} [{e['ci_low']:+.4f}, {e['ci_high']:+.4f}] "
+            f"(p {_p(e.get('p_value'))}, corrected {_p(e.get('p_holm'))})"
+            for k, e in enumerate(entries) if e.get("significant")]
+
+
+def verdict_markdown(summary: dict, level: int = 2) -> list[str]:
+    """The headline: arms, Δ weighted F1 with CI, corrected per-class verdicts, convergence, protocol."""
+    h = "#" * level
+    arms = summary["arms"]
+    cfg = summary["config"]
+    lines = [f"{h} Verdict", "",
+             f"Protocol: {summary.get('protocol', '(not recorded)')}. Model `{cfg['model']}`, seeds "
+             f"{summary['seeds']}, test set {summary['split']['sizes']['test']} images ({summary['test_source']}).", ""]
+    if summary["deltas"]:
+        method = next(iter(summary["deltas"].values()))["method"]
+        lines += [f"Intervals: 95%, {method}."]
+        if len(summary["seeds"]) < 2:
+            lines += ["**One training seed: the intervals do not cover training noise** (seed-to-seed variation); "
+                      "give `seeds` >= 3 for a verdict."]
+        lines += [""]
+    flagged = summary.get("under_trained", [])
+    if flagged:
+        lines += [f"**Convergence flag**: {len(flagged)} run(s) had their best validation check at their last one "
+                  f"({', '.join(flagged)}): they may be under-trained, and the verdict may reflect training length. "
+                  "Raise `epochs` (the cap).", ""]
+    else:
+        n = sum(len(a["runs"]) for a in arms.values())
+        lines += [f"Convergence: none of the {n} runs had its best validation check at its last one.", ""]
+    lines += ["| arm | synthetic rows | weighted F1 | Δ weighted F1 vs baseline [95% CI] | p | verdict |",
+              "|---|---|---|---|---|---|"]
+    for name, arm in arms.items():
+        wf1 = _mean_ci([r["metrics"]["weighted_f1"] for r in arm["runs"]])
+        if name not in summary["deltas"]:
+            lines.append(f"| {name} | {arm['synthetic_rows']} | {wf1} | — | | |")
+            continue
+        d = summary["deltas"][name]["weighted_f1"]
+        lines.append(f"| {name} | {arm['synthetic_rows']} | {wf1} | {_delta(d)} | {_p(d.get('p_value'))} | "
+                     f"{verdict(summary, name)[0]} |")
+    if summary["deltas"]:
+        lines += ["", *[_verdict_line(summary, n) for n in summary["deltas"]], ""]
+        correction = next(iter(summary["deltas"].values())).get("correction", "no correction")
+        lines += [f"Per-class F1 changes that survive the correction ({correction}):", ""]
+        changes = [f"- {arm}: {c}" for arm in summary["deltas"] for c in _class_changes(summary, arm)]
+        lines += changes or ["- none: no per-class change is distinguishable from noise after the correction."]
+        lines += [""]
+    return lines
+
+
+def markdown(summary: dict, verdict_first: bool = True) -> str:
     names = summary["class_names"]
     arms = summary["arms"]
     cfg = summary["config"]
-    lines = [
-        "# augkit evaluation",
+    lines = ["# augkit evaluation", ""]
+    if verdict_first:
+        lines += verdict_markdown(summary)
+    lines += [
+        "## Setup",
         "",
-        f"Data `{summary['data']}` (fingerprint {summary['fingerprint'][:12]}); model `{cfg['model']}`, "
-        f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']}, input aug `{cfg['input_aug']}`, "
+        f"Data `{summary['data']}` (fingerprint {summary['fingerprint'][:12]}); model `{cfg['model']}`, batch "
+        f"{cfg['batch_size']}, lr {cfg['lr']}, weight decay {cfg['weight_decay']}, input aug `{cfg['input_aug']}`, "
         f"device {summary['device']}; seeds {summary['seeds']}.",
         f"Split: {summary['split']['method']} (seed {summary['split']['seed']}), sizes {summary['split']['sizes']}; "
         f"test set: {summary['test_source']}. Model selection: best validation weighted F1; numbers are on test.",
         "",
-        "## Headline",
+        "## All metrics by arm",
         "",
         "| arm | synthetic rows | weighted F1 | macro F1 | accuracy | balanced acc. | Δ weighted F1 vs baseline [95% CI] |",
         "|---|---|---|---|---|---|---|",
@@ -55,31 +150,55 @@ def markdown(summary: dict) -> str:
         delta = _delta(summary["deltas"][name]["weighted_f1"]) if name in summary["deltas"] else "—"
         lines.append(f"| {name} | {arm['synthetic_rows']} | " + " | ".join(cols) + f" | {delta} |")
     lines += ["", "Mean ± half-width of the 95% t-interval over seeds where there are several."]
-    if summary["deltas"]:
-        method = next(iter(summary["deltas"].values()))["method"]
-        lines += ["", "## Verdict", "", f"Confidence intervals: {method}.", ""]
-        lines += [_verdict(n, d["weighted_f1"]) for n, d in summary["deltas"].items()]
-        for name, d in summary["deltas"].items():
-            lines += ["", f"## Per-class deltas: {name} − baseline", "",
-                      "| class | test images | Δ recall (per-class accuracy) | Δ precision | Δ F1 |", "|---|---|---|---|---|"]
-            support = arms[name]["runs"][0]["metrics"]["per_class"]["support"]
-            for k, cls in enumerate(names):
-                lines.append(f"| {cls} | {support[k]} | {_delta(d['recall'][k])} | {_delta(d['precision'][k])} | "
-                             f"{_delta(d['f1'][k])} |")
+    for name, d in summary["deltas"].items():
+        lines += ["", f"## Per-class deltas: {name} − baseline", "",
+                  "| class | test images | Δ recall (per-class accuracy) | Δ precision | Δ F1 | p (F1) | corrected p (F1) |",
+                  "|---|---|---|---|---|---|---|"]
+        support = arms[name]["runs"][0]["metrics"]["per_class"]["support"]
+        for k, cls in enumerate(names):
+            f1 = d["f1"][k]
+            mark = "**" if f1.get("significant") else ""
+            lines.append(f"| {cls} | {support[k]} | {_delta(d['recall'][k])} | {_delta(d['precision'][k])} | "
+                         f"{mark}{_delta(f1)}{mark} | {_p(f1.get('p_value'))} | {_p(f1.get('p_holm'))} |")
     lines += ["", "## Per-class F1 by arm (mean over seeds)", "", "| class | " + " | ".join(arms) + " |",
               "|---|" + "---|" * len(arms)]
     for k, cls in enumerate(names):
         vals = [np.mean([r["metrics"]["per_class"]["f1"][k] for r in arm["runs"]]) for arm in arms.values()]
         lines.append(f"| {cls} | " + " | ".join(f"{v:.4f}" for v in vals) + " |")
-    lines += ["", "## Runs", "", "| arm | seed | best epoch | weighted F1 | train s | train img/s |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "## Training runs", "",
+              "| arm | seed | best epoch | epochs trained | ended by | optimiser steps | weighted F1 | train s | "
+              "train img/s |", "|---|---|---|---|---|---|---|---|---|"]
     for name, arm in arms.items():
         for r in arm["runs"]:
-            ips = f"{r['train_images_per_s']:.0f}" if r["train_images_per_s"] else "—"
-            lines.append(f"| {name} | {r['seed']} | {r['best_epoch']} | {r['metrics']['weighted_f1']:.4f} | "
+            ips = f"{r['train_images_per_s']:.0f}" if r.get("train_images_per_s") else "—"
+            ended = {"plateau": "plateau", "budget": "cap"}.get(r.get("stopped"), "—")
+            if r.get("under_trained"):
+                ended += " (**best = last**)"
+            lines.append(f"| {name} | {r['seed']} | {r['best_epoch']} | {r.get('epochs_trained', '—')} | {ended} | "
+                         f"{r.get('optimizer_steps', '—')} | {r['metrics']['weighted_f1']:.4f} | "
                          f"{r['train_seconds']:.0f} | {ips} |")
-    lines += ["", "Files: metrics.json (every number with its seed), confusion_<arm>.png, deltas.png, split.json, runs/."]
+    lines += ["", "![validation curves](val_curves.png)", "",
+              "Files: metrics.json (every number with its seed), val_curves.png, confusion_<arm>.png, deltas.png, "
+              "split.json, runs/."]
     return "\n".join(lines) + "\n"
+
+
+def _validation_curves(summary: dict, ax) -> None:
+    """Validation weighted F1 against epochs, every run; the baseline drawn thick and black."""
+    colours = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"])
+    for name, arm in summary["arms"].items():
+        style = {"color": "black", "linewidth": 2.0} if name == "baseline" else {"color": next(colours, "grey"),
+                                                                                  "linewidth": 1.0}
+        for k, r in enumerate(arm["runs"]):
+            xs = [h["epoch"] for h in r["history"]]
+            ys = [h["val_weighted_f1"] for h in r["history"]]
+            ax.plot(xs, ys, label=name if k == 0 else None, alpha=0.85, **style)
+            best = r["history"][[h["epoch"] for h in r["history"]].index(r["best_epoch"])]
+            ax.plot([best["epoch"]], [best["val_weighted_f1"]], "o", color=style["color"], markersize=4)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation weighted F1")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
 
 
 def plots(summary: dict, out_dir: Path) -> list[Path]:
@@ -110,6 +229,14 @@ def plots(summary: dict, out_dir: Path) -> list[Path]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    _validation_curves(summary, ax)
+    ax.set_title("validation curves (dot: the selected check)")
+    fig.tight_layout()
+    path = out_dir / "val_curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
     if summary["deltas"]:
         fig, ax = plt.subplots(figsize=(1.5 + 0.9 * len(names), 4))
         width = 0.8 / len(summary["deltas"])

@@ -31,21 +31,81 @@ from augkit.progress import track
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that must be identical between arms (only the training rows differ)."""
+    """Everything that must be identical between arms (only the training rows differ).
 
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "any timm model name"})
-    epochs: int = field(default=10, metadata={"min": 1, "help": "training epochs per run"})
+    The defaults are the protocol a verdict can rest on: every arm makes the same optimiser steps per
+    epoch (``equal_steps``), and trains until its validation weighted F1 stops improving (``schedule =
+    "plateau"``) within the same cap of ``epochs``, so a gain can come neither from more steps nor from
+    a baseline stopped before it converged.
+    """
+
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "any timm model name, or one of augkit's small-input "
+                                                                  "models (resnet18_small)"})
+    epochs: int = field(default=40, metadata={
+        "min": 1, "help": "the most epochs a run may train (its budget cap); schedule onecycle: exactly this many"})
+    schedule: Literal["plateau", "onecycle"] = field(default="plateau", metadata={
+        "help": "plateau: constant learning rate, cut by lr_factor after `patience` validation checks without "
+                "improvement, stopped at the plateau after the last cut; onecycle: a fixed one-cycle schedule "
+                "over `epochs`"})
+    patience: int = field(default=3, metadata={"min": 1, "help": "validation checks without improvement before the "
+                                                               "learning rate is cut, or the run stops (plateau)"})
+    lr_drops: int = field(default=1, metadata={"min": 0, "help": "learning-rate cuts before the next plateau ends "
+                                                              "the run (plateau)"})
+    lr_factor: float = field(default=0.1, metadata={"min": 0, "max": 1, "help": "what each cut multiplies the "
+                                                                              "learning rate by (plateau)"})
+    checks_per_epoch: int = field(default=2, metadata={"min": 1, "help": "validation checks per epoch: the "
+                                                                       "granularity of model selection and stopping"})
     batch_size: int = field(default=64, metadata={"min": 1})
-    lr: float = field(default=1e-3, metadata={"min": 0, "help": "peak learning rate (one-cycle schedule)"})
+    lr: float = field(default=1e-3, metadata={"min": 0, "help": "learning rate (plateau: the first; onecycle: the "
+                                                               "peak)"})
     weight_decay: float = field(default=1e-4, metadata={"min": 0})
     input_aug: Literal["none", "flip"] = field(default="flip", metadata={"help": "on-the-fly flips in every arm"})
     balanced_sampling: bool = field(default=False, metadata={"help": "draw batches with equal class frequency"})
     class_weights: bool = field(default=False, metadata={"help": "weight the loss by inverse class frequency"})
     pretrained: str | None = field(default=None, metadata={"help": "local checkpoint file; hub weights are refused"})
     eval_batch_size: int = field(default=256, metadata={"min": 1})
-    equal_steps: bool = field(default=False, metadata={
-        "help": "every arm makes the baseline's number of optimiser steps (an epoch = as many images as the "
-                "real training split), so a gain cannot come from longer training alone"})
+    equal_steps: bool = field(default=True, metadata={
+        "help": "every arm makes the baseline's optimiser steps per epoch (an epoch = as many images as the real "
+                "training split), so a gain cannot come from longer training; false: an epoch is every image "
+                "of the arm (more steps for augmented arms)"})
+
+    @property
+    def protocol(self) -> str:
+        """The comparison protocol in words, for reports."""
+        steps = ("equal optimiser steps per epoch (an epoch = the real training split's size)" if self.equal_steps
+                 else "plain epochs (augmented arms make more optimiser steps than the baseline)")
+        if self.schedule == "plateau":
+            length = (f"trained to a validation plateau (patience {self.patience} checks, {self.checks_per_epoch} "
+                      f"per epoch; {self.lr_drops} learning-rate cut(s) x{self.lr_factor:g}; cap {self.epochs} epochs)")
+        else:
+            length = f"a fixed one-cycle schedule of {self.epochs} epochs (no convergence check)"
+        return f"{steps}; {length}"
+
+
+class Plateau:
+    """Model selection and stopping on a validation metric: the best check so far, and what to do next.
+
+    After ``patience`` checks without improvement the learning rate is cut (``lr_drops`` times), then
+    the run stops. Kept apart from the loop so the rule can be tested on a sequence of numbers."""
+
+    def __init__(self, patience: int, lr_drops: int) -> None:
+        self.patience, self.drops_left = patience, lr_drops
+        self.best, self.best_check, self.checks, self.since_best = float("-inf"), 0, 0, 0
+
+    def update(self, value: float) -> str:
+        """Record one check; returns "best" (a new best), "cut" (cut the learning rate), "stop" or "go on"."""
+        self.checks += 1
+        if value > self.best:
+            self.best, self.best_check, self.since_best = value, self.checks, 0
+            return "best"
+        self.since_best += 1
+        if self.since_best < self.patience:
+            return "go on"
+        if self.drops_left > 0:
+            self.drops_left -= 1
+            self.since_best = 0
+            return "cut"
+        return "stop"
 
 
 def _to_input(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -107,9 +167,11 @@ def predict(model: nn.Module, images, device: torch.device, batch_size: int) -> 
 
 def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_classes: int, cfg: TrainConfig, seed: int,
               device: str, label: str = "", keep_model: bool = False, epoch_size: int | None = None) -> dict:
-    """Train with ``seed``; returns test metrics of the best validation epoch, and the predictions
-    (and, with ``keep_model``, the model with the best epoch's weights under "model"). ``epoch_size``:
-    images per epoch (default: all of ``train_x``); fewer draws a fresh random subset each epoch.
+    """Train with ``seed``; returns test metrics of the best validation check, the predictions, the
+    validation curve (``history``), how the run ended (``stopped``: "plateau" or "budget") and whether its
+    best check was its last (``under_trained``), and, with ``keep_model``, the model with the best
+    check's weights under "model". ``epoch_size``: images per epoch (default: all of ``train_x``); fewer
+    draws a fresh random subset each epoch.
 
     ``train_x`` and the images of ``val`` and ``test`` are uint8 NHWC tensors, or lazy sources with
     ``read(positions)`` (streamed, for data larger than memory)."""
@@ -128,7 +190,13 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
     loss_fn = nn.CrossEntropyLoss(weight=weight)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, min(epoch_size or len(train_y), len(train_y)) // (cfg.batch_size * world))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+    plateau = cfg.schedule == "plateau"
+    sched = None if plateau else torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+    # the steps of an epoch after which validation runs (the last one always)
+    checks = max(1, min(cfg.checks_per_epoch, steps_per_epoch))
+    check_after = {round(steps_per_epoch * (k + 1) / checks) - 1 for k in range(checks)}
+    selector = Plateau(cfg.patience, cfg.lr_drops if plateau else 0)
     amp = dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     if (not streamed and dev.type == "cuda"
@@ -140,9 +208,10 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
         sample_p /= sample_p.sum()
     per_epoch = steps_per_epoch * cfg.batch_size * world
 
-    history, best = [], {"val_weighted_f1": -1.0}
+    history, best_state = [], None
+    stopped = "budget"
     start_time = time.perf_counter()
-    seen, step_seconds = 0, 0.0
+    seen, steps_done, step_seconds = 0, 0, 0.0
     with track(f"{label} seed {seed}".strip(), cfg.epochs * steps_per_epoch) as bar:
         for epoch in range(cfg.epochs):
             net.train()
@@ -156,8 +225,8 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
                 batches = iter(stream_batches(train_x, np.asarray(train_y), batch_idx, pin=dev.type == "cuda"))
             else:
                 order = torch.from_numpy(order).to(train_x.device)  # once per epoch, sliced on the device
-            total_loss = torch.zeros((), device=dev)
-            epoch_start = time.perf_counter()
+            total_loss, loss_steps = torch.zeros((), device=dev), 0
+            span_start = time.perf_counter()
             for step in range(steps_per_epoch):
                 if streamed:
                     images, y = next(batches)
@@ -174,30 +243,55 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
-                sched.step()
+                if sched is not None:
+                    sched.step()
                 total_loss += loss.detach()
+                loss_steps += 1
+                steps_done += 1
                 seen += len(y) * world
                 bar(1)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            step_seconds += time.perf_counter() - epoch_start
-            val_pred = predict(model, val[0], dev, cfg.eval_batch_size)
-            val_f1 = classification_metrics(val[1], val_pred, num_classes)["weighted_f1"]
-            mean_loss = distributed.mean_over_ranks({"loss": float(total_loss) / steps_per_epoch})["loss"]
-            history.append({"epoch": epoch + 1, "loss": mean_loss, "val_weighted_f1": val_f1})
-            bar.note(f"loss {mean_loss:.3f}  val F1 {val_f1:.3f}")
-            if val_f1 > best["val_weighted_f1"]:
-                best = {"val_weighted_f1": val_f1, "epoch": epoch + 1,
-                        "state": copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})}
+                if step not in check_after:
+                    continue
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                step_seconds += time.perf_counter() - span_start
+                val_pred = predict(model, val[0], dev, cfg.eval_batch_size)
+                val_f1 = classification_metrics(val[1], val_pred, num_classes)["weighted_f1"]
+                mean_loss = distributed.mean_over_ranks({"loss": float(total_loss) / loss_steps})["loss"]
+                lr_now = opt.param_groups[0]["lr"]
+                history.append({"epoch": round(epoch + (step + 1) / steps_per_epoch, 4), "step": steps_done,
+                                "loss": mean_loss, "val_weighted_f1": val_f1, "lr": lr_now})
+                bar.note(f"loss {mean_loss:.3f}  val F1 {val_f1:.3f}")
+                decision = selector.update(val_f1)
+                if decision == "best":
+                    best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+                elif decision == "cut":
+                    for group in opt.param_groups:
+                        group["lr"] *= cfg.lr_factor
+                elif decision == "stop":
+                    stopped = "plateau"
+                    break
+                net.train()
+                total_loss, loss_steps = torch.zeros((), device=dev), 0
+                span_start = time.perf_counter()
+            if stopped == "plateau":
+                break
     train_seconds = time.perf_counter() - start_time
-    model.load_state_dict(best["state"])
+    model.load_state_dict(best_state)
+    best_entry = history[selector.best_check - 1]
     test_pred = predict(model, test[0], dev, cfg.eval_batch_size)
     extra = {"model": model.eval()} if keep_model else {}
     return {
         **extra,
         "seed": seed,
-        "optimizer_steps": cfg.epochs * steps_per_epoch,
-        "best_epoch": best["epoch"],
+        "optimizer_steps": steps_done,
+        "steps_per_epoch": steps_per_epoch,
+        "best_epoch": best_entry["epoch"],
+        "best_step": best_entry["step"],
+        "epochs_trained": history[-1]["epoch"],
+        "stopped": stopped,
+        # the best check was the last one: the run was still improving when it ended
+        "under_trained": selector.best_check == len(history),
         "history": history,
         "metrics": classification_metrics(test[1], test_pred, num_classes),
         "y_true": test[1].tolist(),

@@ -1,0 +1,141 @@
+"""The comparison protocol behind a verdict: plateau stopping, the under-trained flag, nested training
+fractions, the verdict's wording and the data-efficiency curve."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from augkit.data.split import nested_subsets, rows_fingerprint
+from augkit.errors import DataError
+from augkit.evaluate.curve import _matching_real_images, efficiency_curve
+from augkit.evaluate.report import verdict
+from augkit.evaluate.trainer import Plateau, TrainConfig, train_run
+
+FAST = {"model": "test_resnet", "batch_size": 16, "lr": 3e-3}
+
+
+def test_plateau_cuts_the_learning_rate_then_stops():
+    rule = Plateau(patience=2, lr_drops=1)
+    decisions = [rule.update(v) for v in [0.5, 0.6, 0.6, 0.55, 0.7, 0.7, 0.69]]
+    assert decisions == ["best", "best", "go on", "cut", "best", "go on", "stop"]
+    assert rule.best == 0.7 and rule.best_check == 5
+
+
+def test_plateau_without_cuts_stops_after_patience():
+    rule = Plateau(patience=3, lr_drops=0)
+    assert [rule.update(v) for v in [0.1, 0.1, 0.1, 0.1]] == ["best", "go on", "go on", "stop"]
+
+
+def _tiny_task(n=96, size=16, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=gen)
+    y = torch.arange(n) % 3
+    val = (x[:24], y[:24].numpy())
+    return x, y, val
+
+
+def test_a_run_stops_at_a_validation_plateau_and_is_not_flagged():
+    x, y, val = _tiny_task()
+    # lr 0: the weights never change, so validation never improves after the first check
+    cfg = TrainConfig(**{**FAST, "lr": 0.0}, epochs=50, patience=2, lr_drops=1, checks_per_epoch=2)
+    run = train_run(x, y, val, val, 3, cfg, seed=0, device="cpu")
+    assert run["stopped"] == "plateau" and not run["under_trained"]
+    assert len(run["history"]) == 5  # best, then 2 without improvement -> cut, 2 more -> stop
+    assert run["history"][3]["lr"] == 0.0 and run["best_epoch"] == run["history"][0]["epoch"] == 0.5
+    assert run["optimizer_steps"] == run["history"][-1]["step"] < 50 * run["steps_per_epoch"]
+
+
+def test_a_run_whose_best_check_is_its_last_is_flagged_under_trained():
+    x, y, val = _tiny_task()
+    cfg = TrainConfig(**FAST, epochs=1, checks_per_epoch=1)
+    run = train_run(x, y, val, val, 3, cfg, seed=0, device="cpu")
+    assert run["stopped"] == "budget" and run["under_trained"] and len(run["history"]) == 1
+
+
+def test_the_learning_rate_is_cut_by_lr_factor():
+    x, y, val = _tiny_task()
+    cfg = TrainConfig(**{**FAST, "lr": 1e-9}, epochs=6, patience=1, lr_drops=2, lr_factor=0.5, checks_per_epoch=1)
+    run = train_run(x, y, val, val, 3, cfg, seed=0, device="cpu")
+    rates = sorted({h["lr"] for h in run["history"]}, reverse=True)
+    assert rates[0] == pytest.approx(1e-9) and all(b == pytest.approx(a * 0.5) for a, b in zip(rates, rates[1:]))
+
+
+def test_onecycle_keeps_its_fixed_length():
+    x, y, val = _tiny_task()
+    cfg = TrainConfig(**FAST, epochs=2, schedule="onecycle", checks_per_epoch=1)
+    run = train_run(x, y, val, val, 3, cfg, seed=0, device="cpu")
+    assert run["optimizer_steps"] == 2 * run["steps_per_epoch"] and run["stopped"] == "budget"
+    assert "one-cycle" in cfg.protocol and "equal optimiser steps" in cfg.protocol
+
+
+def test_nested_subsets_are_nested_stratified_and_seeded():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 1000)
+    rows = np.arange(5000, 6000)
+    subsets = nested_subsets(rows, labels, [0.1, 0.25, 1.0], seed=3)
+    assert set(subsets[0.1]) <= set(subsets[0.25]) <= set(subsets[1.0]) == set(rows)
+    label_of = dict(zip(rows, labels))
+    for f in (0.1, 0.25):
+        got = np.bincount([label_of[r] for r in subsets[f]], minlength=4)
+        np.testing.assert_array_equal(got, [round(f * c) for c in np.bincount(labels, minlength=4)])
+    again = nested_subsets(rows, labels, [0.25], seed=3)[0.25]
+    other = nested_subsets(rows, labels, [0.25], seed=4)[0.25]
+    np.testing.assert_array_equal(again, subsets[0.25])
+    assert not np.array_equal(other, again)
+    assert rows_fingerprint(subsets[0.25][::-1]) == rows_fingerprint(subsets[0.25])  # a set, not an order
+    tiny = nested_subsets(np.arange(3), np.array([0, 1, 1]), [0.01], seed=0)[0.01]
+    assert len(tiny) == 2  # every class keeps at least one image
+    with pytest.raises(DataError, match="train fraction 1.5"):
+        nested_subsets(rows, labels, [1.5], seed=0)
+
+
+def _summary(delta: float, low: float, high: float, seeds=(0, 1, 2), equal_steps=True, flagged=()) -> dict:
+    entry = {"delta": delta, "ci_low": low, "ci_high": high, "includes_zero": low <= 0 <= high, "p_value": 0.01}
+    return {"config": {"equal_steps": equal_steps}, "seeds": list(seeds), "under_trained": list(flagged),
+            "deltas": {"classical": {"weighted_f1": entry, "covers_training_noise": len(seeds) > 1}}}
+
+
+def test_a_gain_is_called_better_only_when_compute_matched_converged_and_multi_seed():
+    assert verdict(_summary(0.01, 0.004, 0.016), "classical") == ("better", [])
+    assert verdict(_summary(-0.01, -0.016, -0.004), "classical")[0] == "worse"
+    assert verdict(_summary(0.01, -0.004, 0.016), "classical")[0] == "no reliable difference"
+    for summary, why in [(_summary(0.01, 0.004, 0.016, equal_steps=False), "plain epochs"),
+                         (_summary(0.01, 0.004, 0.016, flagged=["baseline seed 1"]), "under-trained"),
+                         (_summary(0.01, 0.004, 0.016, seeds=(0,)), "one training seed")]:
+        word, reasons = verdict(summary, "classical")
+        assert word == "not established" and any(why in r for r in reasons)
+    # a flag on another arm does not taint this comparison
+    assert verdict(_summary(0.01, 0.004, 0.016, flagged=["cgan seed 0"]), "classical")[0] == "better"
+
+
+def test_the_baseline_curve_is_read_backwards_in_log_images():
+    points = [(100, 0.80), (1000, 0.90)]
+    assert _matching_real_images(points, 0.85) == pytest.approx(np.sqrt(100 * 1000))
+    assert _matching_real_images(points, 0.75) == 100
+    assert _matching_real_images(points, 0.95) is None
+
+
+def _fraction_summary(train: int, base: float, arm: float, low: float, high: float) -> dict:
+    def runs(v):
+        return [{"metrics": {"weighted_f1": v}}]
+    return {"split": {"sizes": {"train": train}}, "seeds": [0], "protocol": "p",
+            "arms": {"baseline": {"runs": runs(base), "synthetic_rows": 0},
+                     "classical": {"runs": runs(arm), "synthetic_rows": train // 2}},
+            "deltas": {"classical": {"weighted_f1": {"delta": arm - base, "ci_low": low, "ci_high": high}}}}
+
+
+def test_the_curve_says_what_synthetic_images_are_worth_or_that_they_are_worth_none():
+    summaries = {0.1: _fraction_summary(100, 0.80, 0.85, 0.02, 0.08),
+                 1.0: _fraction_summary(1000, 0.90, 0.905, -0.01, 0.02)}
+    curve = efficiency_curve(copy.deepcopy(summaries))
+    small, full = curve["points"]["classical"]
+    assert small["worth_real_images"] == round(np.sqrt(100 * 1000)) - 100
+    assert full["worth_real_images"] == 0
+    text = curve["worth"]["classical"]
+    assert "worth about 216 real images" in text and "worth none" in text
+    summaries[1.0] = _fraction_summary(1000, 0.90, 0.95, 0.03, 0.07)
+    assert "more than the curve measures" in efficiency_curve(summaries)["worth"]["classical"]
