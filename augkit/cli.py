@@ -462,11 +462,12 @@ def interpolate_cmd(from_dir, out_path, data_path, rows, steps, label, seed, dev
               help="The most epochs a run may train (with --schedule onecycle: exactly this many).")
 @click.option("--schedule", type=click.Choice(["plateau", "onecycle"]), default="plateau", show_default=True,
               help="plateau: train until validation weighted F1 stops improving; onecycle: a fixed schedule.")
-@click.option("--patience", default=3, show_default=True, type=int,
+@click.option("--patience", default=6, show_default=True, type=int,
               help="Validation checks without improvement before the learning rate is cut or the run stops.")
 @click.option("--batch-size", default=64, show_default=True, type=int)
 @click.option("--lr", default=1e-3, show_default=True, type=float)
-@click.option("--input-aug", type=click.Choice(["none", "flip"]), default="flip", show_default=True)
+@click.option("--input-aug", type=click.Choice(["none", "flip", "dihedral"]), default="flip", show_default=True,
+              help="On-the-fly augmentation in every arm (dihedral: flips and 90-degree turns).")
 @click.option("--balanced-sampling", is_flag=True, help="Class-balanced batches.")
 @click.option("--class-weights", is_flag=True, help="Inverse-frequency class weights in the loss.")
 @click.option("--equal-steps/--plain-epochs", default=True, show_default=True,

@@ -21,13 +21,14 @@ FAST = {"model": "test_resnet", "batch_size": 16, "lr": 3e-3}
 def test_plateau_cuts_the_learning_rate_then_stops():
     rule = Plateau(patience=2, lr_drops=1)
     decisions = [rule.update(v) for v in [0.5, 0.6, 0.6, 0.55, 0.7, 0.7, 0.69]]
-    assert decisions == ["best", "best", "go on", "cut", "best", "go on", "stop"]
+    assert decisions == [(True, "go on"), (True, "go on"), (False, "go on"), (False, "cut"), (True, "go on"),
+                         (False, "go on"), (False, "stop")]
     assert rule.best == 0.7 and rule.best_check == 5
 
 
 def test_plateau_without_cuts_stops_after_patience():
     rule = Plateau(patience=3, lr_drops=0)
-    assert [rule.update(v) for v in [0.1, 0.1, 0.1, 0.1]] == ["best", "go on", "go on", "stop"]
+    assert [a for _, a in (rule.update(v) for v in [0.1, 0.1, 0.1, 0.1])] == ["go on", "go on", "go on", "stop"]
 
 
 def _tiny_task(n=96, size=16, seed=0):
@@ -139,3 +140,12 @@ def test_the_curve_says_what_synthetic_images_are_worth_or_that_they_are_worth_n
     assert "worth about 216 real images" in text and "worth none" in text
     summaries[1.0] = _fraction_summary(1000, 0.90, 0.95, 0.03, 0.07)
     assert "more than the curve measures" in efficiency_curve(summaries)["worth"]["classical"]
+
+
+def test_dihedral_input_aug_reaches_all_eight_symmetries_and_flip_only_four():
+    from augkit.evaluate.trainer import _flip
+
+    x = torch.arange(16.0).view(1, 1, 4, 4).repeat(256, 1, 1, 1)
+    dihedral = {tuple(t.flatten().tolist()) for t in _flip(x, torch.Generator().manual_seed(0), turns=True)}
+    flips = {tuple(t.flatten().tolist()) for t in _flip(x, torch.Generator().manual_seed(0))}
+    assert len(dihedral) == 8 and len(flips) == 4 and flips < dihedral

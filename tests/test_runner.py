@@ -105,6 +105,11 @@ def test_a_run_folder_holds_every_stage_and_a_self_contained_report(tmp_path):
         f1 = f"{arm['runs'][0]['metrics']['weighted_f1']:.4f}"
         assert f1 in md and f1 in page
     assert "augkit run" in md or "run_recipe(" in md  # the command that made it
+    # the verdict opens the report; with one seed and a 1-epoch cap no arm can be called a gain
+    assert md.index("## Verdict") < md.index("## Stages") < md.index("## Provenance")
+    assert "One training seed: the intervals do not cover training noise" in md
+    assert "Convergence flag" in md and " better** than the baseline" not in md
+    assert "equal optimiser steps per epoch" in md
 
 
 def test_a_second_recipe_reuses_the_cached_generator_and_says_so(tmp_path, cache_dir):
@@ -196,6 +201,7 @@ def test_cli_run_checks_prints_the_plan_and_reports_mistakes_in_one_line(tmp_pat
     assert result.returncode == 0, result.stderr
     assert "step acgan: acgan, +50% per class, after vanilla" in result.stdout
     assert "2 epochs" in result.stdout
+    assert "protocol: equal optimiser steps per epoch" in result.stdout and "validation plateau" in result.stdout
     # under torchrun every rank checks the recipe, and only rank 0 prints the plan
     as_rank1 = run_cli("run", str(path), "--check", cwd=tmp_path, env={**os.environ, "RANK": "1", "WORLD_SIZE": "2"})
     assert as_rank1.returncode == 0 and as_rank1.stdout == "", as_rank1.stderr

@@ -54,12 +54,14 @@ def evaluate(
     device: str | None = None,
     n_boot: int = 1000,
     run_cache: str | Path | None = None,
+    say=None,
 ) -> dict:
     """Train and test one classifier per arm and seed; write metrics.json, report.md and plots to ``out_dir``.
 
     ``run_cache``: a folder of finished runs shared between evaluations. A run is reused from it when the
     settings, data, split, test set, seed and the arm's synthetic shards (by content fingerprint) all
     match, so e.g. a baseline trained for one recipe serves every other recipe on the same data.
+    ``say``: receives one line per finished run (the runner's log).
     """
     cfg = parse_params(TrainConfig, config if not isinstance(config, TrainConfig) else dataclasses.asdict(config),
                        where="evaluate")
@@ -200,6 +202,11 @@ def evaluate(
 
             distributed.run_on_main(save)
             results[arm.name].append(run)
+            if say is not None:
+                say(f"evaluate: {arm.name} seed {seed}: test weighted F1 {run['metrics']['weighted_f1']:.4f}, best "
+                    f"check at epoch {run['best_epoch']:g} of {run['epochs_trained']:g} (ended by "
+                    f"{'plateau' if run['stopped'] == 'plateau' else 'the cap'}"
+                    f"{'; may be under-trained' if run['under_trained'] else ''}), {run['train_seconds']:.0f} s")
 
     comparison = correct_per_class({a.name: compare_arms(results[BASELINE], results[a.name], num_classes,
                                                          n_boot=n_boot) for a in arms if a.name != BASELINE})

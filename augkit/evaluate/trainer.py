@@ -47,7 +47,7 @@ class TrainConfig:
         "help": "plateau: constant learning rate, cut by lr_factor after `patience` validation checks without "
                 "improvement, stopped at the plateau after the last cut; onecycle: a fixed one-cycle schedule "
                 "over `epochs`"})
-    patience: int = field(default=3, metadata={"min": 1, "help": "validation checks without improvement before the "
+    patience: int = field(default=6, metadata={"min": 1, "help": "validation checks without improvement before the "
                                                                "learning rate is cut, or the run stops (plateau)"})
     lr_drops: int = field(default=1, metadata={"min": 0, "help": "learning-rate cuts before the next plateau ends "
                                                               "the run (plateau)"})
@@ -59,7 +59,9 @@ class TrainConfig:
     lr: float = field(default=1e-3, metadata={"min": 0, "help": "learning rate (plateau: the first; onecycle: the "
                                                                "peak)"})
     weight_decay: float = field(default=1e-4, metadata={"min": 0})
-    input_aug: Literal["none", "flip"] = field(default="flip", metadata={"help": "on-the-fly flips in every arm"})
+    input_aug: Literal["none", "flip", "dihedral"] = field(default="flip", metadata={
+        "help": "on-the-fly augmentation in every arm: flips, or dihedral (flips and 90-degree turns: the 8 "
+                "symmetries of a square, exact for cells whose orientation on the slide is arbitrary)"})
     balanced_sampling: bool = field(default=False, metadata={"help": "draw batches with equal class frequency"})
     class_weights: bool = field(default=False, metadata={"help": "weight the loss by inverse class frequency"})
     pretrained: str | None = field(default=None, metadata={"help": "local checkpoint file; hub weights are refused"})
@@ -85,27 +87,29 @@ class TrainConfig:
 class Plateau:
     """Model selection and stopping on a validation metric: the best check so far, and what to do next.
 
-    After ``patience`` checks without improvement the learning rate is cut (``lr_drops`` times), then
-    the run stops. Kept apart from the loop so the rule can be tested on a sequence of numbers."""
+    After ``patience`` checks without a new best the learning rate is cut (``lr_drops`` times), then the
+    run stops at the next such plateau. Validation at a constant learning rate swings by a few points
+    from check to check, so patience must span a few epochs, or a dip cuts the rate while the trend
+    still rises. Kept apart from the loop so the rule can be tested on a sequence of numbers."""
 
     def __init__(self, patience: int, lr_drops: int) -> None:
         self.patience, self.drops_left = patience, lr_drops
-        self.best, self.best_check, self.checks, self.since_best = float("-inf"), 0, 0, 0
+        self.checks, self.best, self.best_check, self._since = 0, float("-inf"), 0, 0
 
-    def update(self, value: float) -> str:
-        """Record one check; returns "best" (a new best), "cut" (cut the learning rate), "stop" or "go on"."""
+    def update(self, value: float) -> tuple[bool, str]:
+        """Record one check: (is it the best check so far, and "go on", "cut" the learning rate or "stop")."""
         self.checks += 1
         if value > self.best:
-            self.best, self.best_check, self.since_best = value, self.checks, 0
-            return "best"
-        self.since_best += 1
-        if self.since_best < self.patience:
-            return "go on"
+            self.best, self.best_check, self._since = value, self.checks, 0
+            return True, "go on"
+        self._since += 1
+        if self._since < self.patience:
+            return False, "go on"
         if self.drops_left > 0:
             self.drops_left -= 1
-            self.since_best = 0
-            return "cut"
-        return "stop"
+            self._since = 0
+            return False, "cut"
+        return False, "stop"
 
 
 def _to_input(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -115,11 +119,15 @@ def _to_input(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def _flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random horizontal and vertical flips per image, drawn from ``gen`` (reproducible)."""
+def _flip(x: torch.Tensor, gen: torch.Generator, turns: bool = False) -> torch.Tensor:
+    """Random horizontal and vertical flips per image, drawn from ``gen`` (reproducible); with ``turns``
+    also a random transpose, which with the flips gives all 8 symmetries of a square image."""
     n = x.shape[0]
     h = (torch.rand(n, generator=gen) < 0.5).to(x.device).view(n, 1, 1, 1)
     v = (torch.rand(n, generator=gen) < 0.5).to(x.device).view(n, 1, 1, 1)
+    if turns and x.shape[2] == x.shape[3]:
+        t = (torch.rand(n, generator=gen) < 0.5).to(x.device).view(n, 1, 1, 1)
+        x = torch.where(t, x.transpose(2, 3), x)
     x = torch.where(h, x.flip(3), x)
     return torch.where(v, x.flip(2), x)
 
@@ -234,8 +242,8 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
                     idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
                     images, y = train_x[idx], train_y[idx]
                 x = _to_input(images, dev)
-                if cfg.input_aug == "flip":
-                    x = _flip(x, gen)
+                if cfg.input_aug != "none":
+                    x = _flip(x, gen, turns=cfg.input_aug == "dihedral")
                 y = y.to(dev, non_blocking=True)
                 with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
                     loss = loss_fn(net(x), y)
@@ -262,13 +270,14 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
                 history.append({"epoch": round(epoch + (step + 1) / steps_per_epoch, 4), "step": steps_done,
                                 "loss": mean_loss, "val_weighted_f1": val_f1, "lr": lr_now})
                 bar.note(f"loss {mean_loss:.3f}  val F1 {val_f1:.3f}")
-                decision = selector.update(val_f1)
-                if decision == "best":
+                is_best, action = selector.update(val_f1)
+                action = action if plateau else "go on"  # onecycle: a fixed length, selection only
+                if is_best:
                     best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-                elif decision == "cut":
+                if action == "cut":
                     for group in opt.param_groups:
                         group["lr"] *= cfg.lr_factor
-                elif decision == "stop":
+                elif action == "stop":
                     stopped = "plateau"
                     break
                 net.train()
