@@ -462,7 +462,7 @@ def interpolate_cmd(from_dir, out_path, data_path, rows, steps, label, seed, dev
               help="The most epochs a run may train (with --schedule onecycle: exactly this many).")
 @click.option("--schedule", type=click.Choice(["plateau", "onecycle"]), default="plateau", show_default=True,
               help="plateau: train until validation weighted F1 stops improving; onecycle: a fixed schedule.")
-@click.option("--patience", default=6, show_default=True, type=int,
+@click.option("--patience", default=4, show_default=True, type=int,
               help="Validation checks without improvement before the learning rate is cut or the run stops.")
 @click.option("--batch-size", default=64, show_default=True, type=int)
 @click.option("--lr", default=1e-3, show_default=True, type=float)

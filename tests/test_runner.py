@@ -347,3 +347,10 @@ def test_a_shard_made_from_more_real_images_than_the_fraction_is_refused(tmp_pat
     with pytest.raises(DataError, match=r"given \d+ real training images, more than the \d+ this arm trains on"):
         evaluate(tmp_path / "d.h5", [f"c={tmp_path / 'full.h5'}"], tmp_path / "o", split=half,
                  config={"model": "test_resnet", "epochs": 1, "batch_size": 16}, device="cpu")
+    # as many rows, but other ones (another seed's half): refused by the rows' fingerprint
+    other = nested_subsets(split.train, base.labels[split.train], [0.5], seed=1)[0.5]
+    augment_to_file(get_augmenter("classical"), base.subset(other), tmp_path / "other.h5", 0.5,
+                    Context(seed=0, device="cpu"))
+    with pytest.raises(DataError, match="other real training images than the"):
+        evaluate(tmp_path / "d.h5", [f"c={tmp_path / 'other.h5'}"], tmp_path / "o", split=half,
+                 config={"model": "test_resnet", "epochs": 1, "batch_size": 16}, device="cpu")

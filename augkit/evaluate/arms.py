@@ -15,6 +15,7 @@ import numpy as np
 
 from augkit.data.reader import H5Dataset, ImageDataset
 from augkit.data.schema import REAL
+from augkit.data.split import rows_fingerprint
 from augkit.errors import DataError, UserError
 
 BASELINE = "baseline"
@@ -96,11 +97,15 @@ def synthetic_rows(arm: Arm, base: H5Dataset, train_rows: np.ndarray, held_out_r
         synthetic = shard.subset(np.flatnonzero(shard.origin != shard.origins.index(REAL)))
         if len(synthetic) == 0:
             raise DataError(f"{what}: holds no synthetic rows (every row has origin 'real')")
-        made_from_rows = shard.provenance.get("augment", {}).get("train_rows")
+        record = shard.provenance.get("augment", {})
+        made_from_rows, made_from_hash = record.get("train_rows"), record.get("train_rows_sha256")
         if subset and isinstance(made_from_rows, int) and made_from_rows > len(train_rows):
             raise DataError(f"{what}: its augmenter was given {made_from_rows} real training images, more than the "
                             f"{len(train_rows)} this arm trains on; make the shard from the same training rows "
                             "(a generator must not see more real images than the classifier it is compared with)")
+        if subset and made_from_hash and made_from_hash != rows_fingerprint(train_rows):
+            raise DataError(f"{what}: its augmenter was given other real training images than the {len(train_rows)} "
+                            "of this training fraction; make the shard from the fraction's rows")
         parents = np.concatenate([synthetic.parent, synthetic.parent2])
         derived = parents[parents >= 0]
         if len(derived):

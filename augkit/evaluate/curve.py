@@ -16,6 +16,7 @@ import numpy as np
 
 from augkit import atomic
 from augkit.evaluate.arms import BASELINE
+from augkit.evaluate.report import caveats
 
 
 def _real_images(summary: dict) -> int:
@@ -24,14 +25,19 @@ def _real_images(summary: dict) -> int:
 
 def _matching_real_images(points: list[tuple[int, float]], target: float) -> float | None:
     """Real images at which the baseline's curve (sorted by images) first reaches ``target``; None if it
-    never does within the measured range."""
-    for (n0, f0), (n1, f1) in zip(points, points[1:]):
-        if f0 >= target:
-            return float(n0)
+    never does within the measured range. The curve is read as its running maximum: a dip between two
+    fractions (noise) must not make fewer images look as good as more."""
+    best, monotone = float("-inf"), []
+    for n, f in points:
+        best = max(best, f)
+        monotone.append((n, best))
+    if monotone and monotone[0][1] >= target:
+        return float(monotone[0][0])
+    for (n0, f0), (n1, f1) in zip(monotone, monotone[1:]):
         if f1 >= target > f0:
             t = (target - f0) / (f1 - f0)
             return float(np.exp(np.log(n0) + t * (np.log(n1) - np.log(n0))))
-    return float(points[0][0]) if points and points[0][1] >= target else None
+    return None
 
 
 def efficiency_curve(summaries: dict[float, dict]) -> dict:
@@ -55,25 +61,29 @@ def efficiency_curve(summaries: dict[float, dict]) -> dict:
         if name == BASELINE:
             continue
         parts = []
-        for p in series:
+        for p, f in zip(series, fractions):
             d = p["delta"]
             where = f"at fraction {p['fraction']:g} ({p['real_images']} real images)"
-            if d is None or d["ci_low"] <= 0:
-                word = "no better than" if d is None or d["ci_high"] >= 0 else "worse than"
+            if d["ci_low"] <= 0:
+                word = "no better than" if d["ci_high"] >= 0 else "worse than"
                 parts.append(f"{where}: worth none (weighted F1 {p['weighted_f1']:.4f}, {word} the baseline, "
                              f"Δ {d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}])")
                 p["worth_real_images"] = 0
                 continue
-            n = _matching_real_images(base, p["weighted_f1"])
+            # a gain whose comparison could not carry a verdict is reported with what it lacks
+            why = caveats(summaries[f], name) if "config" in summaries[f] else []
+            unsure = f"; not established: {'; '.join(why)}" if why else ""
+            # only more real images than the arm had can match it: the baseline below them is not the question
+            n = _matching_real_images([b for b in base if b[0] >= p["real_images"]], p["weighted_f1"])
             if n is None:
                 parts.append(f"{where}: worth more than the curve measures (weighted F1 {p['weighted_f1']:.4f} "
-                             f"is above the baseline's with all {base[-1][0]} real images)")
+                             f"is above the baseline's with all {base[-1][0]} real images{unsure})")
                 p["worth_real_images"] = None
                 continue
             extra = max(0, round(n - p["real_images"]))
             p["worth_real_images"] = extra
             parts.append(f"{where}: its {p['synthetic_rows']} synthetic images are worth about {extra} real images "
-                         f"(the baseline reaches its weighted F1 {p['weighted_f1']:.4f} at about {round(n)})")
+                         f"(the baseline reaches its weighted F1 {p['weighted_f1']:.4f} at about {round(n)}{unsure})")
         worth[name] = f"{name}: " + "; ".join(parts) + "."
     return {"fractions": fractions, "points": points, "worth": worth,
             "seeds": largest["seeds"], "protocol": largest.get("protocol"),

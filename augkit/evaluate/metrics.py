@@ -155,13 +155,19 @@ def _run_metrics(counts: np.ndarray, runs: int, num_classes: int) -> np.ndarray:
 
 
 def _bootstrap_p(draws: np.ndarray, point: np.ndarray) -> np.ndarray:
-    """Two-sided bootstrap p-value for delta = 0 (1 where every draw and the point are exactly 0)."""
-    b = len(draws)
-    below = ((draws <= 0).sum(axis=0) + 1) / (b + 1)
-    above = ((draws >= 0).sum(axis=0) + 1) / (b + 1)
-    p = np.minimum(1.0, 2 * np.minimum(below, above))
+    """Two-sided p-value for delta = 0 from the bootstrap's standard error (normal approximation).
+
+    Counting draws on the far side of zero cannot give less than 2 / (resamples + 1): with 1,000
+    resamples that floor times 24 Holm tests is already 0.048, so a per-class verdict would be
+    decided by the resample count, not by the data. The standard error has no such floor.
+    1 where every draw and the point are exactly 0 (identical predictions); 0 where the draws do not
+    vary but the point is not 0."""
+    se = draws.std(axis=0, ddof=1) if len(draws) > 1 else np.zeros_like(point)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(se > 0, np.abs(point) / np.where(se > 0, se, 1.0), np.where(point == 0, 0.0, np.inf))
+    p = 2 * stats.norm.sf(z)
     p[np.all(draws == 0, axis=0) & (point == 0)] = 1.0
-    return p
+    return np.minimum(p, 1.0)
 
 
 def _two_level_draws(per_seed, n: int, k: int, n_boot: int, seed: int) -> np.ndarray:

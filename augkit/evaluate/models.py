@@ -35,7 +35,7 @@ def _register_small_input_models() -> None:
     """augkit's own classifiers, registered in timm's registry so that they are timm names like any other."""
     from timm.models import is_model, register_model
 
-    if is_model("resnet18_small"):
+    if is_model("resnet18_small") and is_model("resnet10_small"):
         return
 
     def resnet18_small(pretrained: bool = False, **kwargs) -> nn.Module:
@@ -47,8 +47,9 @@ def _register_small_input_models() -> None:
         return _small_input_resnet([1, 1, 1, 1], (32, 64, 128, 256), **kwargs)
 
     for fn in (resnet18_small, resnet10_small):
-        fn.__module__ = __name__
-        register_model(fn)
+        if not is_model(fn.__name__):
+            fn.__module__ = __name__
+            register_model(fn)
 
 
 def create_classifier(name: str, num_classes: int, pretrained: str | Path | None = None) -> nn.Module:

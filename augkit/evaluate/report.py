@@ -35,14 +35,31 @@ def _p(value: float | None) -> str:
     return "—" if value is None else (f"{value:.3f}" if value >= 0.001 else "< 0.001")
 
 
+def flagged_runs(summary: dict) -> list[str]:
+    """"<arm> seed <k>" of every run that may be under-trained: flagged by the trainer (still improving
+    when it ended), or made before runs recorded the flag (convergence unknown, so not assumed)."""
+    if "under_trained" in summary:
+        return summary["under_trained"]
+    return [f"{name} seed {r['seed']}" for name, arm in summary["arms"].items() for r in arm["runs"]
+            if r.get("under_trained", True)]
+
+
+def _why_flagged(summary: dict) -> str:
+    if summary["config"].get("schedule") == "onecycle":
+        return ("a fixed one-cycle schedule, which does not show convergence (its best check is its last, as "
+                "annealed schedules' usually are)")
+    return "may be under-trained (still improving when the run ended)"
+
+
 def caveats(summary: dict, arm: str) -> list[str]:
     """Why a difference between ``arm`` and the baseline would not be a verdict (empty: it would be)."""
     out = []
     if not summary["config"].get("equal_steps", False):
         out.append("plain epochs: the augmented arm made more optimiser steps than the baseline")
-    flagged = [r for r in summary.get("under_trained", []) if r.split(" seed ")[0] in ("baseline", arm)]
+    # arm names hold no spaces (arms.Arm.check), so "<arm> seed <k>" splits back unambiguously
+    flagged = [r for r in flagged_runs(summary) if r.split(" seed ")[0] in ("baseline", arm)]
     if flagged:
-        out.append(f"{', '.join(flagged)} may be under-trained (best validation check = last)")
+        out.append(f"{', '.join(flagged)}: {_why_flagged(summary)}")
     if not summary["deltas"][arm].get("covers_training_noise", len(summary["seeds"]) > 1):
         out.append("one training seed: the interval covers test-set sampling, not training noise")
     return out
@@ -94,20 +111,25 @@ def verdict_markdown(summary: dict, level: int = 2) -> list[str]:
         lines += [f"Intervals: 95%, {method}."]
         if len(summary["seeds"]) < 2:
             lines += ["**One training seed: the intervals do not cover training noise** (seed-to-seed variation); "
-                      "give `seeds` >= 3 for a verdict."]
+                      "a verdict needs `seeds` >= 2 (3 or more recommended)."]
         lines += [""]
-    flagged = summary.get("under_trained", [])
+    flagged = flagged_runs(summary)
     if flagged:
-        lines += [f"**Convergence flag**: {len(flagged)} run(s) had their best validation check at their last one "
-                  f"({', '.join(flagged)}): they may be under-trained, and the verdict may reflect training length. "
-                  "Raise `epochs` (the cap).", ""]
+        advice = ("use `schedule = \"plateau\"`" if cfg.get("schedule") == "onecycle"
+                  else "raise `epochs` (the cap)")
+        lines += [f"**Convergence flag**: {len(flagged)} run(s) were still improving when they ended (best "
+                  f"validation check = last, or the cap came before a plateau: {', '.join(flagged)}): they may be "
+                  f"under-trained, and the verdict may reflect training length; {advice}.", ""]
     else:
         n = sum(len(a["runs"]) for a in arms.values())
-        lines += [f"Convergence: none of the {n} runs had its best validation check at its last one.", ""]
-    lines += ["| arm | synthetic rows | weighted F1 | Δ weighted F1 vs baseline [95% CI] | p | verdict |",
+        lines += [f"Convergence: all {n} runs stopped at a validation plateau before the cap." if cfg.get("schedule") != "onecycle"
+                  else f"Convergence: none of the {n} runs had its best validation check at its last one.", ""]
+    lines += ["| arm | synthetic rows | weighted F1 [95% CI] | Δ weighted F1 vs baseline [95% CI] | p | verdict |",
               "|---|---|---|---|---|---|"]
     for name, arm in arms.items():
-        wf1 = _mean_ci([r["metrics"]["weighted_f1"] for r in arm["runs"]])
+        ci = arm.get("weighted_f1_ci")
+        wf1 = (f"{ci['mean']:.4f} [{ci['ci_low']:.4f}, {ci['ci_high']:.4f}]" if ci
+               else _mean_ci([r["metrics"]["weighted_f1"] for r in arm["runs"]]))
         if name not in summary["deltas"]:
             lines.append(f"| {name} | {arm['synthetic_rows']} | {wf1} | — | | |")
             continue

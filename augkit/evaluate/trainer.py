@@ -40,14 +40,14 @@ class TrainConfig:
     """
 
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "any timm model name, or one of augkit's small-input "
-                                                                  "models (resnet18_small)"})
+                                                                  "models (resnet10_small, resnet18_small)"})
     epochs: int = field(default=40, metadata={
         "min": 1, "help": "the most epochs a run may train (its budget cap); schedule onecycle: exactly this many"})
     schedule: Literal["plateau", "onecycle"] = field(default="plateau", metadata={
         "help": "plateau: constant learning rate, cut by lr_factor after `patience` validation checks without "
                 "improvement, stopped at the plateau after the last cut; onecycle: a fixed one-cycle schedule "
                 "over `epochs`"})
-    patience: int = field(default=6, metadata={"min": 1, "help": "validation checks without improvement before the "
+    patience: int = field(default=4, metadata={"min": 1, "help": "validation checks without improvement before the "
                                                                "learning rate is cut, or the run stops (plateau)"})
     lr_drops: int = field(default=1, metadata={"min": 0, "help": "learning-rate cuts before the next plateau ends "
                                                               "the run (plateau)"})
@@ -66,6 +66,9 @@ class TrainConfig:
     class_weights: bool = field(default=False, metadata={"help": "weight the loss by inverse class frequency"})
     pretrained: str | None = field(default=None, metadata={"help": "local checkpoint file; hub weights are refused"})
     eval_batch_size: int = field(default=256, metadata={"min": 1})
+    ema_decay: float = field(default=0.995, metadata={
+        "min": 0, "max": 0.99999, "help": "validate and test an exponential moving average of the weights (per "
+                                        "optimiser step; 0: the weights themselves)"})
     equal_steps: bool = field(default=True, metadata={
         "help": "every arm makes the baseline's optimiser steps per epoch (an epoch = as many images as the real "
                 "training split), so a gain cannot come from longer training; false: an epoch is every image "
@@ -216,6 +219,19 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
         sample_p /= sample_p.sum()
     per_epoch = steps_per_epoch * cfg.batch_size * world
 
+    # the averaged weights (buffers too: BatchNorm statistics) are what validation sees and test uses
+    ema = None
+    if cfg.ema_decay > 0:
+        from torch.optim.swa_utils import AveragedModel
+
+        def average(avg: torch.Tensor, new: torch.Tensor, n) -> torch.Tensor:
+            # a short memory while the weights still move fast (timm's warm-up): an average over the first
+            # steps' wildly different weights is a model of none of them
+            decay = min(cfg.ema_decay, (1 + int(n)) / (10 + int(n)))
+            return avg.lerp(new, 1 - decay) if avg.is_floating_point() else new
+
+        ema = AveragedModel(model, avg_fn=average, use_buffers=True)
+    scored = model if ema is None else ema.module
     history, best_state = [], None
     stopped = "budget"
     start_time = time.perf_counter()
@@ -251,6 +267,8 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
+                if ema is not None:
+                    ema.update_parameters(model)
                 if sched is not None:
                     sched.step()
                 total_loss += loss.detach()
@@ -263,7 +281,7 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)
                 step_seconds += time.perf_counter() - span_start
-                val_pred = predict(model, val[0], dev, cfg.eval_batch_size)
+                val_pred = predict(scored, val[0], dev, cfg.eval_batch_size)
                 val_f1 = classification_metrics(val[1], val_pred, num_classes)["weighted_f1"]
                 mean_loss = distributed.mean_over_ranks({"loss": float(total_loss) / loss_steps})["loss"]
                 lr_now = opt.param_groups[0]["lr"]
@@ -273,7 +291,7 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
                 is_best, action = selector.update(val_f1)
                 action = action if plateau else "go on"  # onecycle: a fixed length, selection only
                 if is_best:
-                    best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+                    best_state = copy.deepcopy({k: v.detach().cpu() for k, v in scored.state_dict().items()})
                 if action == "cut":
                     for group in opt.param_groups:
                         group["lr"] *= cfg.lr_factor
@@ -285,6 +303,7 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
                 span_start = time.perf_counter()
             if stopped == "plateau":
                 break
+    batches = None  # a streamed epoch left mid-way: let its loader workers go before testing
     train_seconds = time.perf_counter() - start_time
     model.load_state_dict(best_state)
     best_entry = history[selector.best_check - 1]
@@ -299,8 +318,8 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
         "best_step": best_entry["step"],
         "epochs_trained": history[-1]["epoch"],
         "stopped": stopped,
-        # the best check was the last one: the run was still improving when it ended
-        "under_trained": selector.best_check == len(history),
+        # still improving when it ended: its best check was its last, or (plateau) the cap came first
+        "under_trained": selector.best_check == len(history) or (plateau and stopped == "budget"),
         "history": history,
         "metrics": classification_metrics(test[1], test_pred, num_classes),
         "y_true": test[1].tolist(),

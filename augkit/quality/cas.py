@@ -52,7 +52,7 @@ def _one(images: np.ndarray, labels: np.ndarray, test: tuple[np.ndarray, np.ndar
     fit, hold = _selection_split(labels, rng)
     val = (torch.from_numpy(images[hold]), labels[hold])
     cfg = TrainConfig(model=spec.model, epochs=spec.epochs, batch_size=min(spec.batch_size, len(fit)), lr=spec.lr,
-                      schedule="onecycle", checks_per_epoch=1)  # a fixed, short schedule: a probe, not a verdict
+                      schedule="onecycle", checks_per_epoch=1, ema_decay=0.0)  # a fixed, short schedule: a probe, not a verdict
     run = train_run(torch.from_numpy(images[fit]), torch.from_numpy(labels[fit]), val,
                     (torch.from_numpy(test[0]), test[1]), num_classes, cfg, spec.seed, device, label=label)
     m = run["metrics"]
