@@ -457,7 +457,7 @@ def interpolate_cmd(from_dir, out_path, data_path, rows, steps, label, seed, dev
               help="External fixed test set (.h5); classes matched by name.")
 @click.option("--seeds", default=1, show_default=True, type=int, help="Training seeds per arm (0..k-1).")
 @click.option("--model", default="legacy_xception", show_default=True,
-              help="Any timm model name, or resnet18_small (augkit's fast model for 32-64 px inputs).")
+              help="Any timm model name, or resnet10_small / resnet18_small (augkit's models for 32-64 px).")
 @click.option("--epochs", default=40, show_default=True, type=int,
               help="The most epochs a run may train (with --schedule onecycle: exactly this many).")
 @click.option("--schedule", type=click.Choice(["plateau", "onecycle"]), default="plateau", show_default=True,

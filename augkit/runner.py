@@ -203,15 +203,14 @@ class Runner:
     def _train_rows(self) -> ImageDataset:
         return self.split.apply(self.base, "train")
 
-    @property
-    def train_rows(self) -> np.ndarray:
-        return self.split.train
+    def folder_of(self, fraction: float) -> Path:
+        """Where a training fraction's steps, shards and evaluation live: the run folder for the whole
+        training split, ``fractions/f<fraction>/`` for a smaller one."""
+        return self.out if fraction == 1.0 else self.out / "fractions" / f"f{fraction:g}"
 
     @property
     def here(self) -> Path:
-        """Where this fraction's steps, shards and evaluation live: the run folder for the whole training
-        split, ``fractions/f<fraction>/`` for a smaller one."""
-        return self.out if self.fraction == 1.0 else self.out / "fractions" / f"f{self.fraction:g}"
+        return self.folder_of(self.fraction)
 
     def _name(self, stage: str) -> str:
         return stage if self.fraction == 1.0 else f"{stage} @ {self.fraction:g}"
@@ -220,7 +219,7 @@ class Runner:
         from augkit.registry import get_registry
 
         plugin = get_registry().plugin_of(cls)
-        train_rows = rows_fingerprint(self.train_rows)
+        train_rows = rows_fingerprint(self.split.train)
         params = {k: (f"step:{self.step_keys[v]}" if k in step.refs else val)
                   for k, val in step.params.items() for v in [step.refs.get(k)]}
         record = {"augmenter": step.name, "plugin": None if plugin is None else [plugin.distribution, plugin.version],
@@ -422,8 +421,7 @@ class Runner:
         """The data-efficiency curve over the training fractions: evaluate/curve.json, curve.png, curve.md."""
         from augkit.evaluate.curve import write_curve
 
-        folders = {f: (self.out if f == 1.0 else self.out / "fractions" / f"f{f:g}") / "evaluate"
-                   for f in self.recipe.evaluate.train_fractions}
+        folders = {f: self.folder_of(f) / "evaluate" for f in self.recipe.evaluate.train_fractions}
 
         def write() -> dict:
             curve = write_curve({f: json.loads((d / "metrics.json").read_text()) for f, d in folders.items()},

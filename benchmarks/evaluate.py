@@ -10,7 +10,7 @@ interleaved pairs (bare then augkit, then augkit then bare, ...): each pair's ra
 timings made seconds apart, under the same load, and the goal is judged on the median pair ratio.
 The load average is printed with the result.
 
-    .venv/bin/python benchmarks/evaluate.py --model resnet18_small --size 32 --steps 40 --pairs 7
+    .venv/bin/python benchmarks/evaluate.py --model resnet10_small --size 32 --steps 40 --pairs 7
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def augkit_loop(model_name: str, x_uint8: torch.Tensor, y: torch.Tensor, num_cla
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="resnet18_small")
+    ap.add_argument("--model", default="resnet10_small")
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=40)

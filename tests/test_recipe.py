@@ -102,6 +102,9 @@ def test_shipped_recipes_are_valid():
     ("[[augment]]\nname = \"classical\"\n[[augment]]\nname = \"classical\"\n", r"two steps are called 'classical'"),
     ("[data]\nsplit = { train = 0.7, vall = 0.3 }\n", r"unknown split part 'vall'; did you mean 'val'"),
     ("[data\nsource = 1\n", r"r\.toml: not valid TOML: .*line 1"),
+    ("[evaluate]\ntrain_fractions = [0.1, 0.5]\n", r"line 2: \[evaluate\]: train_fractions .*include 1\.0"),
+    ("[evaluate]\ntrain_fractions = [0.0, 1.0]\n", r"line 2: \[evaluate\]: train_fractions must be a list of numbers in"),
+    ("[evaluate]\nschedule = \"cosine\"\n", r"line 2: \[evaluate\]: key 'schedule' must be one of 'plateau', 'onecycle'"),
 ])
 def test_mistakes_name_file_line_and_key(tmp_path, text, expected):
     with pytest.raises(ParamError, match=expected):
