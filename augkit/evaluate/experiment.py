@@ -204,7 +204,7 @@ def evaluate(
             results[arm.name].append(run)
             if say is not None:
                 say(f"evaluate: {arm.name} seed {seed}: test weighted F1 {run['metrics']['weighted_f1']:.4f}, best "
-                    f"check at epoch {run['best_epoch']:g} of {run['epochs_trained']:g} (ended by "
+                    f"check at epoch {run['best_epoch']:.1f} of {run['epochs_trained']:.1f} (ended by "
                     f"{'plateau' if run['stopped'] == 'plateau' else 'the cap'}"
                     f"{'; may be under-trained' if run['under_trained'] else ''}), {run['train_seconds']:.0f} s")
 

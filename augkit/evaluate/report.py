@@ -31,6 +31,11 @@ def _delta(d: dict) -> str:
     return f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]{flag}"
 
 
+def _epoch(value) -> str:
+    """Epochs as the curve counts them (checks fall mid-epoch), or a dash where a run did not record it."""
+    return "—" if value is None else f"{value:.1f}"
+
+
 def _p(value: float | None) -> str:
     return "—" if value is None else (f"{value:.3f}" if value >= 0.001 else "< 0.001")
 
@@ -196,7 +201,7 @@ def markdown(summary: dict, verdict_first: bool = True) -> str:
             ended = {"plateau": "plateau", "budget": "cap"}.get(r.get("stopped"), "—")
             if r.get("under_trained"):
                 ended += " (**best = last**)"
-            lines.append(f"| {name} | {r['seed']} | {r['best_epoch']} | {r.get('epochs_trained', '—')} | {ended} | "
+            lines.append(f"| {name} | {r['seed']} | {_epoch(r['best_epoch'])} | {_epoch(r.get('epochs_trained'))} | {ended} | "
                          f"{r.get('optimizer_steps', '—')} | {r['metrics']['weighted_f1']:.4f} | "
                          f"{r['train_seconds']:.0f} | {ips} |")
     lines += ["", "![validation curves](val_curves.png)", "",

@@ -220,15 +220,14 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
     per_epoch = steps_per_epoch * cfg.batch_size * world
 
     # the averaged weights (buffers too: BatchNorm statistics) are what validation sees and test uses
-    ema = None
+    # (unlike augkit.train.ema.EMA, which copies a GAN generator's buffers, BatchNorm's running statistics
+    # are averaged too, as timm's ModelEma does for classifiers)
+    ema, ema_decay = None, [0.0]
     if cfg.ema_decay > 0:
         from torch.optim.swa_utils import AveragedModel
 
         def average(avg: torch.Tensor, new: torch.Tensor, n) -> torch.Tensor:
-            # a short memory while the weights still move fast (timm's warm-up): an average over the first
-            # steps' wildly different weights is a model of none of them
-            decay = min(cfg.ema_decay, (1 + int(n)) / (10 + int(n)))
-            return avg.lerp(new, 1 - decay) if avg.is_floating_point() else new
+            return avg.lerp(new, 1 - ema_decay[0]) if avg.is_floating_point() else new
 
         ema = AveragedModel(model, avg_fn=average, use_buffers=True)
     scored = model if ema is None else ema.module
@@ -268,6 +267,11 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
                 scaler.step(opt)
                 scaler.update()
                 if ema is not None:
+                    # a short memory while the weights still move fast (timm's warm-up): an average over the
+                    # first steps' wildly different weights is a model of none of them. The first update
+                    # copies; the decay is set here once per step (reading AveragedModel's step count, a
+                    # tensor, would wait for the GPU once per parameter)
+                    ema_decay[0] = min(cfg.ema_decay, (1 + steps_done) / (10 + steps_done))
                     ema.update_parameters(model)
                 if sched is not None:
                     sched.step()
