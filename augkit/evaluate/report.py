@@ -129,6 +129,15 @@ def verdict_markdown(summary: dict, level: int = 2) -> list[str]:
         n = sum(len(a["runs"]) for a in arms.values())
         lines += [f"Convergence: all {n} runs stopped at a validation plateau before the cap." if cfg.get("schedule") != "onecycle"
                   else f"Convergence: none of the {n} runs had its best validation check at its last one.", ""]
+    steps = {name: [r.get("optimizer_steps") for r in arm["runs"]] for name, arm in arms.items()}
+    if all(v is not None for vs in steps.values() for v in vs):
+        base_runs = arms["baseline"]["runs"]
+        past_best = [r["optimizer_steps"] - r["best_step"] for r in base_runs if r.get("best_step") is not None]
+        lines += ["Optimiser steps, mean over seeds: " + ", ".join(f"{n} {np.mean(v):,.0f}" for n, v in steps.items())
+                  + (f". The baseline's runs went on {np.mean(past_best):,.0f} steps past their best check without "
+                     "improving (the stopping rule's evidence that more steps would not have raised it); an arm that "
+                     "trained longer did so because its validation score kept rising." if past_best and cfg.get("schedule") != "onecycle" else "."),
+                  ""]
     lines += ["| arm | synthetic rows | weighted F1 [95% CI] | Δ weighted F1 vs baseline [95% CI] | p | verdict |",
               "|---|---|---|---|---|---|"]
     for name, arm in arms.items():
