@@ -154,7 +154,8 @@ def verdict_markdown(summary: dict, level: int = 2) -> list[str]:
         lines += ["", *[_verdict_line(summary, n) for n in summary["deltas"]], ""]
         correction = next(iter(summary["deltas"].values())).get("correction", "no correction")
         lines += [f"Per-class F1 changes that survive the correction ({correction}):", ""]
-        changes = [f"- {arm}: {c}" for arm in summary["deltas"] for c in _class_changes(summary, arm)]
+        changes = [f"- {arm}: {c}" + (" — not established: the caveats of its arm above" if caveats(summary, arm) else "")
+                   for arm in summary["deltas"] for c in _class_changes(summary, arm)]
         lines += changes or ["- none: no per-class change is distinguishable from noise after the correction."]
         lines += [""]
     return lines
