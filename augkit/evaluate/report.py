@@ -13,17 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from augkit.evaluate.metrics import SUMMARY_METRICS
+from augkit.evaluate.metrics import SUMMARY_METRICS, seed_interval
 
 
 def _mean_ci(values: list[float]) -> str:
+    """Mean ± the half-width of the t-interval over seeds (a spread of seeds, not of test sampling)."""
     v = np.asarray(values, dtype=np.float64)
     if len(v) < 2:
         return f"{v.mean():.4f}"
-    from scipy import stats
-
-    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return f"{v.mean():.4f} ± {half:.4f}"
+    mean, _, high = seed_interval(v[:, None])
+    return f"{mean[0]:.4f} ± {high[0] - mean[0]:.4f}"
 
 
 def _delta(d: dict) -> str:
