@@ -401,7 +401,7 @@ def interpolate_cmd(from_dir, out_path, data_path, rows, steps, label, seed, dev
     """Render a strip of images between two images (through the encoder) or two random latents."""
     from augkit.data.reader import H5Dataset
     from augkit.registry import load_augmenter
-    from augkit.train.gan import save_grid
+    from augkit.images import save_grid
 
     _out_path(out_path, force)
     augmenter = load_augmenter(from_dir)
@@ -468,6 +468,8 @@ def interpolate_cmd(from_dir, out_path, data_path, rows, steps, label, seed, dev
 @click.option("--lr", default=1e-3, show_default=True, type=float)
 @click.option("--input-aug", type=click.Choice(["none", "flip", "dihedral"]), default="flip", show_default=True,
               help="On-the-fly augmentation in every arm (dihedral: flips and 90-degree turns).")
+@click.option("--tta/--no-tta", default=True, show_default=True,
+              help="Test predictions averaged over the views --input-aug trains on (flip: 4, dihedral: 8).")
 @click.option("--balanced-sampling", is_flag=True, help="Class-balanced batches.")
 @click.option("--class-weights", is_flag=True, help="Inverse-frequency class weights in the loss.")
 @click.option("--equal-steps/--plain-epochs", default=True, show_default=True,
@@ -479,13 +481,13 @@ def interpolate_cmd(from_dir, out_path, data_path, rows, steps, label, seed, dev
               help="Bootstrap resamples (over seeds and test images) for the intervals.")
 @SYNC_BN
 def evaluate_cmd(data_path, arms, out_dir, split_path, split_seed, test_path, seeds, model, epochs, schedule, patience,
-                 batch_size, lr, input_aug, balanced_sampling, class_weights, equal_steps, pretrained, device, bootstrap,
-                 sync_bn):
+                 batch_size, lr, input_aug, tta, balanced_sampling, class_weights, equal_steps, pretrained, device,
+                 bootstrap, sync_bn):
     """Train a classifier per arm and seed; report per-class deltas against the baseline with 95% CIs."""
     from augkit.evaluate import evaluate
 
     config = {"model": model, "epochs": epochs, "schedule": schedule, "patience": patience, "batch_size": batch_size,
-              "lr": lr, "input_aug": input_aug,
+              "lr": lr, "input_aug": input_aug, "tta": tta,
               "balanced_sampling": balanced_sampling, "class_weights": class_weights, "pretrained": pretrained,
               "equal_steps": equal_steps}
     device = distributed.setup(device, sync_batchnorm=sync_bn)
@@ -536,7 +538,7 @@ def quality_cmd(real_path, fake_path, split_path, features, epochs, checks, n_pe
                 overall_only, seed, out_dir, device, force):
     """Generative quality in the feature space of augkit's own classifier (not Inception): distances,
     precision/recall, diversity, memorisation, train-on-synthetic accuracy, a real-vs-fake test."""
-    from augkit.augment import check_device
+    from augkit.distributed import check_device
     from augkit.data.split import Split
     from augkit.params import parse_params
     from augkit.quality.assess import QualitySpec
@@ -730,7 +732,8 @@ def _expert_report(sessions, sessions_dir, out_dir, force):
 def run_cmd(recipe_path, overrides, out_dir, device, resume, check, sync_bn):
     """Run a whole experiment from a TOML recipe: data, augment steps, evaluation and report."""
     from augkit.recipe import load_recipe
-    from augkit.runner import cache_root, run_recipe
+    from augkit.cache import cache_root
+    from augkit.runner import run_recipe
 
     recipe = load_recipe(recipe_path, overrides, out=out_dir)
     if check:

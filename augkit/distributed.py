@@ -88,6 +88,35 @@ def sync_bn() -> bool:
     return _sync_bn
 
 
+def default_device() -> str:
+    """``cuda`` when a GPU is visible, else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(device: str | None) -> str:
+    """``device`` checked against this machine (None: :func:`default_device`); a GPU that is not there
+    is a clear error rather than a crash deep inside training, and never a silent fall-back to the CPU."""
+    import torch
+
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"device '{device}': not a device name; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device '{device}': no CUDA GPU is visible here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"device '{device}': this machine has {torch.cuda.device_count()} GPU(s) "
+                            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type != "cpu":
+        raise UserError(f"device '{device}': augkit runs on cpu or cuda")
+    return str(dev)
+
+
 def setup(device: str | None = None, *, sync_batchnorm: bool | None = None) -> str:
     """Start the process group if torchrun launched this process; returns the device this rank uses.
 
@@ -98,8 +127,6 @@ def setup(device: str | None = None, *, sync_batchnorm: bool | None = None) -> s
     """
     import torch
     import torch.distributed as dist
-
-    from augkit.augment import check_device
 
     global _sync_bn
     device = check_device(device)

@@ -53,10 +53,9 @@ class ConsistencyFilter:
         """Train the classifier on the real training images; the best validation epoch is kept."""
         from augkit.evaluate.trainer import TrainConfig, train_run
 
-        from augkit.data.stream import fits_in_memory, image_bytes
+        from augkit.loading import fits_in_memory, image_bytes
 
-        cfg = TrainConfig(model=spec.model, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
-                          schedule="onecycle", checks_per_epoch=1, ema_decay=0.0)  # fixed length, as the filter documents
+        cfg = TrainConfig.probe(spec.model, spec.epochs, spec.batch_size, spec.lr)  # fixed length, as the filter documents
         if fits_in_memory(image_bytes([train, val])):
             x = torch.from_numpy(train.read(np.arange(len(train))))
             val_t = (torch.from_numpy(val.read(np.arange(len(val)))), val.labels)

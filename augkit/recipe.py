@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import re
 import tomllib
 import typing
@@ -37,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from augkit.augment import Amount
+from augkit.cache import cache_key
 from augkit.data.split import check_fractions
 from augkit.errors import AugkitError, ParamError
 from augkit.evaluate.arms import BASELINE
@@ -119,7 +118,7 @@ class Recipe:
         return [] if arm == BASELINE else arm.split("+")
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.resolved, sort_keys=True).encode()).hexdigest()[:16]
+        return cache_key(self.resolved)
 
 
 class _Where:

@@ -1,25 +1,66 @@
-"""The plugin registry: augmenters from every installed distribution's ``augkit`` entry points.
+"""The plugin registry: augkit's own plugins, then every installed distribution's ``augkit`` entry points.
 
 Each plugin loads and answers in isolation: one that fails to import, registers nothing, or returns
 something unusable is recorded as broken (with its distribution and the reason) and the others keep
 working. Using a broken plugin's augmenter raises a PluginError that says which package to fix.
+
+augkit's own plugins (``DEFAULT_PLUGINS``) are loaded by module path, as datasette loads its default
+plugins: a source checkout on ``PYTHONPATH`` has its augmenters without a reinstall. Installed, the same
+modules are also named by entry points; those are not loaded twice. ``AUGKIT_PLUGINS`` (comma-separated
+plugin names; empty: none) restricts which plugins load, built-in or not.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata as md
+import importlib.util
 import inspect
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pluggy
 
-from augkit import hookspecs
+from augkit import __version__, hookspecs
 from augkit.augment import Augmenter
 from augkit.errors import PluginError, UserError
 from augkit.params import did_you_mean
 
 ENTRY_POINT_GROUP = "augkit"
+PLUGINS_ENV = "AUGKIT_PLUGINS"
+#: plugin name -> module of augkit's own plugins (the packages under plugins/)
+DEFAULT_PLUGINS = {"classical": "augkit_classical", "gan": "augkit_gan"}
+#: where a source checkout keeps them (absent from an installed augkit, whose packages are on sys.path)
+_CHECKOUT_PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
+
+
+def allowed_plugins() -> set[str] | None:
+    """The plugin names ``AUGKIT_PLUGINS`` allows, or None when it is not set (all load)."""
+    value = os.environ.get(PLUGINS_ENV)
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def _import_builtin(module: str):
+    """Import one of augkit's own plugin packages: installed, or from the checkout's plugins/ folder."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        init = _CHECKOUT_PLUGINS / module / "__init__.py"
+        if exc.name != module or not init.is_file():
+            raise
+    spec = importlib.util.spec_from_file_location(module, init, submodule_search_locations=[str(init.parent)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[module] = package  # before running it: its own `from module.sub import ...` find it
+    try:
+        spec.loader.exec_module(package)
+    except BaseException:
+        sys.modules.pop(module, None)
+        raise
+    return package
 
 
 @dataclass
@@ -46,7 +87,7 @@ class AugmenterEntry:
 
 
 class Registry:
-    """Plugins and their augmenters. ``Registry()`` is empty; ``load_entry_points()`` fills it."""
+    """Plugins and their augmenters. ``Registry()`` is empty; ``load_plugins()`` fills it."""
 
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -56,8 +97,25 @@ class Registry:
         self._conflicts: dict[str, list[PluginInfo]] = {}
 
     # -- loading ---------------------------------------------------------------------------
-    def load_entry_points(self) -> "Registry":
+    def load_plugins(self) -> "Registry":
+        """augkit's own plugins and every installed one, as ``AUGKIT_PLUGINS`` allows."""
+        allowed = allowed_plugins()
+        loaded_modules = set()
+        for name, module in DEFAULT_PLUGINS.items():
+            if allowed is not None and name not in allowed:
+                continue
+            info = PluginInfo(name=name, module=module, distribution="augkit", version=__version__)
+            loaded_modules.add(module)
+            try:
+                obj = _import_builtin(module)
+            except Exception as exc:  # noqa: BLE001 - recorded like any plugin's failure
+                info.error = f"failed to import '{module}': {exc.__class__.__name__}: {exc}"
+                self.plugins.append(info)
+                continue
+            self._add(obj, info)
         for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if ep.value in loaded_modules or (allowed is not None and ep.name not in allowed):
+                continue
             dist = getattr(ep, "dist", None)
             info = PluginInfo(name=ep.name, module=ep.value, distribution=dist.name if dist else "?",
                               version=dist.version if dist else "?")
@@ -68,6 +126,12 @@ class Registry:
                 self.plugins.append(info)
                 continue
             self._add(obj, info)
+        if allowed:
+            missing = sorted(allowed - {p.name for p in self.plugins})
+            if missing:
+                found = sorted({*DEFAULT_PLUGINS, *(ep.name for ep in md.entry_points(group=ENTRY_POINT_GROUP))})
+                raise UserError(f"{PLUGINS_ENV} names {', '.join(repr(m) for m in missing)}, which is no installed "
+                                f"plugin{did_you_mean(missing[0], found)} (plugins: {', '.join(found)})")
         return self
 
     def register(self, obj: object, name: str, *, distribution: str = "(in-process)", version: str = "") -> PluginInfo:
@@ -88,9 +152,15 @@ class Registry:
         if not impls:
             info.error = "implements no augkit hook (expected a function `augkit_augmenters` marked @augkit.hookimpl)"
             return
+        # through pluggy's hook caller of a manager holding this plugin alone: its failure stays its own
+        own = pluggy.PluginManager(hookspecs.PROJECT)
+        own.add_hookspecs(hookspecs)
+        own.register(obj, name=info.name)
         try:
-            result = impls[0].function()
-            classes = self._validate_result(result)
+            results = own.hook.augkit_augmenters()
+            classes = {}
+            for result in results:
+                classes.update(self._validate_result(result))
         except Exception as exc:  # noqa: BLE001
             info.error = f"augkit_augmenters() failed: {exc.__class__.__name__}: {exc}"
             return
@@ -113,8 +183,12 @@ class Registry:
         for name, cls in items:
             if not (inspect.isclass(cls) and issubclass(cls, Augmenter)):
                 raise TypeError(f"{cls!r} is not a subclass of augkit.augment.Augmenter")
-            if not isinstance(name, str) or not name:
+            own = getattr(cls, "name", None)
+            if not isinstance(own, str) or not own:
                 raise TypeError(f"{cls.__name__} has no name (set the class attribute `name`)")
+            if name != own:
+                # saved augmenters and shards name the class by `name`: a different key could not load them
+                raise TypeError(f"key '{name}' differs from {cls.__name__}.name '{own}'; use the class's name")
             if inspect.isabstract(cls):
                 missing = ", ".join(sorted(cls.__abstractmethods__))
                 raise TypeError(f"{cls.__name__} does not implement {missing}")
@@ -156,7 +230,7 @@ def get_registry(*, reload: bool = False) -> Registry:
     """The process-wide registry of installed plugins, loaded on first use."""
     global _default
     if _default is None or reload:
-        _default = Registry().load_entry_points()
+        _default = Registry().load_plugins()
     return _default
 
 

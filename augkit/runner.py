@@ -20,9 +20,7 @@ needing the same generator copies it instead of training it again.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -32,21 +30,13 @@ import numpy as np
 
 from augkit import __version__, atomic, distributed
 from augkit.augment import Context
+from augkit.cache import cache_key, cache_root
 from augkit.data.reader import H5Dataset, ImageDataset
 from augkit.data.split import Split, nested_subsets, rows_fingerprint, stratified_split
 from augkit.errors import DataError, UserError
 from augkit.recipe import Recipe, StepSpec
 
 STATE_SCHEMA = 1
-
-
-def cache_root() -> Path:
-    """Where trained augmenters are cached: $AUGKIT_CACHE_DIR, else ~/.cache/augkit/models."""
-    env = os.environ.get("AUGKIT_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "augkit" / "models"
 
 
 def _copy_run(src: Path, dst: Path) -> None:
@@ -226,7 +216,7 @@ class Runner:
                   "augkit": __version__, "params": params, "seed": step.seed,
                   "data": self.base.info.fingerprint, "train_rows": train_rows}
         record.update(distributed.cache_key_fields())
-        return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:20]
+        return cache_key(record)
 
     def _context(self, step: StepSpec, workdir: Path | None, resume: bool = False) -> Context:
         return Context(seed=step.seed, device=self.device, workdir=workdir, resume=resume)
@@ -317,7 +307,7 @@ class Runner:
         """The filter's classifier for ``spec``: trained once per run on the real training split."""
         from augkit.filter import ConsistencyFilter
 
-        key = hashlib.sha256(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode()).hexdigest()[:12]
+        key = cache_key(dataclasses.asdict(spec))
         folder = self.here / "filters" / key
 
         def train() -> dict:
@@ -385,7 +375,7 @@ class Runner:
 
     def _grid(self, shard: Path, per_class: int = 8) -> Path:
         """A sample grid of a shard: one row per class, the first ``per_class`` images of it."""
-        from augkit.train.gan import save_grid
+        from augkit.images import save_grid
 
         ds = H5Dataset(shard)
         h, w = ds.image_size
@@ -492,4 +482,4 @@ def run_recipe(recipe: Recipe, **kwargs) -> Path:
     return Runner(recipe, **kwargs).run()
 
 
-__all__ = ["ModelCache", "Runner", "cache_root", "run_recipe"]
+__all__ = ["ModelCache", "Runner", "run_recipe"]

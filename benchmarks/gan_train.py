@@ -343,7 +343,7 @@ def make_augmenter(G, dev, noop_size: int = 0):
     import torch
 
     from augkit.augment import Augmenter, Samples
-    from augkit.train.gan import to_uint8
+    from augkit.images import to_uint8
 
     class BenchGenerator(Augmenter):
         name = "bench-generator"

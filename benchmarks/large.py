@@ -4,7 +4,7 @@ classifier on it, streamed from HDF5, with peak resident memory under 3 GB.
 1. Build: the file is written with augkit's DatasetWriter in batches (never whole in memory), or reused
    with ``--path``. Synthetic images: noise plus a class-dependent tint, 8 classes.
 2. Read: the same random batches the training draws, through augkit's streaming DataLoader
-   (``augkit.data.stream``) with no training: how fast the reader can deliver.
+   (``augkit.loading``) with no training: how fast the reader can deliver.
 3. Train: ``augkit.evaluate.trainer.train_run`` on lazy H5Dataset views (the streamed path), a small timm
    model, one epoch capped at ``--steps`` optimiser steps, validation and test on 2,000 rows each.
 
@@ -37,7 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from augkit.data.reader import H5Dataset
-from augkit.data.stream import image_bytes, loader_workers, memory_budget, stream_batches
+from augkit.loading import image_bytes, loader_workers, memory_budget, stream_batches
 from augkit.data.writer import DatasetWriter
 from augkit.evaluate.trainer import TrainConfig, train_run
 from augkit.progress import set_quiet, track

@@ -16,7 +16,7 @@ import torch
 
 from augkit import distributed
 from augkit.data.reader import H5Dataset
-from augkit.data.stream import StackedImages, fits_in_memory, parse_bytes
+from augkit.loading import StackedImages, fits_in_memory, parse_bytes
 from augkit.errors import UserError
 from augkit.train.checkpoint import load_checkpoint
 from conftest import write_dataset

@@ -16,16 +16,61 @@ from augkit.registry import Registry, get_registry
 from conftest import run_cli
 
 
-def test_builtin_classical_comes_through_an_entry_point():
-    reg = Registry().load_entry_points()
+def test_builtins_load_once_by_module_path():
+    reg = Registry().load_plugins()
     entry = reg.get("classical")
     assert entry.plugin.distribution == "augkit" and entry.plugin.module == "augkit_classical"
     assert entry.plugin.error is None
+    # installed, the same modules are also entry points: they must not be loaded a second time
+    assert [p.name for p in reg.plugins].count("classical") == 1 and [p.name for p in reg.plugins].count("gan") == 1
+    assert not reg._conflicts
+
+
+def test_a_checkout_loads_its_builtins_without_being_installed(monkeypatch, tmp_path):
+    import sys
+
+    from augkit import registry
+
+    package = tmp_path / "plugins" / "augkit_checkout_only"
+    package.mkdir(parents=True)
+    (package / "augmenters.py").write_text(
+        "import numpy as np\nfrom augkit.augment import Augmenter\n\n"
+        "class Zero(Augmenter):\n    name = 'zero_checkout'\n\n"
+        "    def generate(self, label, n, ctx):\n        return np.zeros((n, 8, 8, 3), np.uint8)\n")
+    (package / "__init__.py").write_text(
+        "from augkit import hookimpl\nfrom augkit_checkout_only.augmenters import Zero\n\n"
+        "@hookimpl\ndef augkit_augmenters():\n    return [Zero]\n")
+    monkeypatch.setattr(registry, "_CHECKOUT_PLUGINS", tmp_path / "plugins")
+    monkeypatch.setattr(registry, "DEFAULT_PLUGINS", {"checkout": "augkit_checkout_only"})
+    monkeypatch.setenv("AUGKIT_PLUGINS", "checkout")
+    monkeypatch.delitem(sys.modules, "augkit_checkout_only", raising=False)
+    monkeypatch.delitem(sys.modules, "augkit_checkout_only.augmenters", raising=False)
+    reg = Registry().load_plugins()
+    assert reg.names() == ["zero_checkout"]
+    assert (reg.get("zero_checkout").plugin.distribution, reg.get("zero_checkout").plugin.error) == ("augkit", None)
+
+
+def test_augkit_plugins_restricts_what_loads(monkeypatch):
+    monkeypatch.setenv("AUGKIT_PLUGINS", "classical")
+    assert Registry().load_plugins().names() == ["classical"]
+    monkeypatch.setenv("AUGKIT_PLUGINS", "")
+    assert Registry().load_plugins().names() == []
+    monkeypatch.setenv("AUGKIT_PLUGINS", "classical, gann")
+    with pytest.raises(UserError, match="AUGKIT_PLUGINS names 'gann', which is no installed plugin; did you mean 'gan'"):
+        Registry().load_plugins()
+
+
+def test_augkit_plugins_naming_no_plugin_is_one_line_and_exit_2():
+    import os
+
+    result = run_cli("plugins", env={**os.environ, "AUGKIT_PLUGINS": "nosuch"})
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "AUGKIT_PLUGINS names 'nosuch'" in result.stderr
 
 
 def _loaded(monkeypatch, site) -> Registry:
     monkeypatch.syspath_prepend(str(site))
-    return Registry().load_entry_points()
+    return Registry().load_plugins()
 
 
 def test_third_party_plugin_is_found_with_its_distribution(monkeypatch, plugin_site):
@@ -116,6 +161,10 @@ def test_hook_results_are_validated():
     assert "expected a list or dict" in info.error
     info = reg.register(object(), "empty")
     assert "implements no augkit hook" in info.error
+    # a dict's key is what recipes and saved augmenters call the class: it must be the class's own name
+    info = reg.register(SimpleNamespace(augkit_augmenters=hookimpl(lambda: {"other": _Local})), "renamed")
+    assert "key 'other' differs from _Local.name 'local'" in info.error
+    assert "other" not in reg.names() and "local" not in reg.names()
 
 
 def test_parameters_are_typed_and_checked():

@@ -166,3 +166,38 @@ def test_an_ema_of_the_weights_is_what_validation_scores_and_the_run_returns():
     assert any(not torch.equal(ema_weights[k], raw_weights[k]) for k in raw_weights
                if raw_weights[k].is_floating_point())
     assert plain["optimizer_steps"] == averaged[0]["optimizer_steps"]
+
+
+def test_test_time_views_are_the_training_symmetries():
+    from augkit.evaluate.trainer import _flip, views_of
+
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    for aug, n in (("none", 1), ("flip", 4), ("dihedral", 8)):
+        seen = {tuple(view(x).flatten().tolist()) for view in views_of(aug)}
+        trained = {tuple(t.flatten().tolist()) for t in _flip(x.repeat(256, 1, 1, 1), torch.Generator().manual_seed(0),
+                                                              turns=aug == "dihedral")} if aug != "none" else seen
+        assert len(seen) == n and seen == trained
+    assert len(views_of("dihedral", square=False)) == 4  # a turn would change a non-square image's shape
+
+
+def test_test_predictions_average_probabilities_over_the_views():
+    from augkit.evaluate.trainer import predict, views_of
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3))
+    images = torch.randint(0, 256, (64, 8, 8, 3), dtype=torch.uint8)
+    views = views_of("dihedral")
+    x = images.permute(0, 3, 1, 2).float() * (2 / 255) - 1
+    with torch.no_grad():
+        by_hand = sum(model(v(x)).softmax(1) for v in views).argmax(1).numpy()
+        single = model(x).argmax(1).numpy()
+    np.testing.assert_array_equal(predict(model, images, torch.device("cpu"), 16, views), by_hand)
+    np.testing.assert_array_equal(predict(model, images, torch.device("cpu"), 16), single)
+    assert (by_hand != single).any()  # a model that is not invariant: the averaging is visible
+
+
+def test_the_protocol_says_how_test_predictions_are_made():
+    assert "averaged over 8 views" in TrainConfig(input_aug="dihedral").protocol
+    assert "views" not in TrainConfig(input_aug="dihedral", tta=False).protocol
+    assert "views" not in TrainConfig(input_aug="none").protocol
+    assert TrainConfig.probe("resnet18", 3, 32, 1e-3).tta is False

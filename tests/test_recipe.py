@@ -133,7 +133,7 @@ class ChainedPlugin:
 
 
 def test_a_cycle_between_steps_is_refused(tmp_path, monkeypatch):
-    registry = Registry().load_entry_points()
+    registry = Registry().load_plugins()
     registry.register(ChainedPlugin(), "chained-test")
     monkeypatch.setattr(registry_module, "_default", registry)
     text = ("[[augment]]\nid = \"a\"\nname = \"chained\"\nparams = { source = \"b\" }\n"

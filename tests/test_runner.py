@@ -213,7 +213,7 @@ def test_cli_run_checks_prints_the_plan_and_reports_mistakes_in_one_line(tmp_pat
 
 
 def test_a_device_that_is_not_there_is_refused_before_any_work(tmp_path):
-    from augkit.augment import check_device
+    from augkit.distributed import check_device
 
     assert check_device("cpu") == "cpu"
     with pytest.raises(UserError, match="not a device name"):

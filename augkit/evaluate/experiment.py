@@ -3,7 +3,7 @@
 Each finished run is saved at once (``runs/<arm>-seed<k>.json``), so an interrupted evaluation
 started again with the same output folder and settings continues where it stopped.
 
-Images are read into memory when they fit the memory budget (:mod:`augkit.data.stream`), else streamed
+Images are read into memory when they fit the memory budget (:mod:`augkit.loading`), else streamed
 from the HDF5 files. Under torchrun every rank trains each run together (DDP); rank 0 alone decides
 which runs are already done and writes every file.
 """
@@ -11,7 +11,6 @@ which runs are already done and writes every file.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
@@ -19,10 +18,11 @@ import numpy as np
 import torch
 
 from augkit import atomic, distributed
+from augkit.cache import cache_key
 from augkit.data.reader import H5Dataset
 from augkit.data.schema import REAL
 from augkit.data.split import Split, stratified_split
-from augkit.data.stream import StackedImages, fits_in_memory, image_bytes
+from augkit.loading import StackedImages, fits_in_memory, image_bytes
 from augkit.errors import DataError, UserError
 from augkit.evaluate.arms import BASELINE, Arm, class_mapping, synthetic_rows
 from augkit.evaluate.metrics import arm_interval, compare_arms, correct_per_class
@@ -120,10 +120,10 @@ def evaluate(
     distributed.run_on_main(prepare_folder)
 
     settings = {"config": dataclasses.asdict(cfg), "data": base.info.fingerprint,
-                "split": hashlib.sha256(json.dumps(the_split.to_json()).encode()).hexdigest(),
+                "split": cache_key(the_split.to_json()),
                 "test": str(test) if test else None}
     settings.update(distributed.cache_key_fields())
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    key = cache_key(settings)
 
     h, w = base.image_size
     largest_arm = max(synthetic[a.name].count for a in arms) * h * w * 3
@@ -161,7 +161,7 @@ def evaluate(
         x = y = None  # read when a seed of this arm has to train
         for seed in seed_list:
             path = out_dir / "runs" / f"{arm.name}-seed{seed}.json"
-            run_key = hashlib.sha256(json.dumps([key, shard_prints, seed]).encode()).hexdigest()[:24]
+            run_key = cache_key([key, shard_prints, seed])
             cached = cache / f"{run_key}.json" if cache is not None else None
 
             def finished(path=path, cached=cached, arm=arm, seed=seed) -> tuple[dict, bool] | None:

@@ -26,6 +26,7 @@ from torch import nn
 from augkit import distributed
 from augkit.evaluate.metrics import classification_metrics
 from augkit.evaluate.models import DEFAULT_MODEL, create_classifier
+from augkit.images import to_input
 from augkit.progress import track
 
 
@@ -69,10 +70,21 @@ class TrainConfig:
     ema_decay: float = field(default=0.995, metadata={
         "min": 0, "max": 0.99999, "help": "validate and test an exponential moving average of the weights (per "
                                         "optimiser step; 0: the weights themselves)"})
+    tta: bool = field(default=True, metadata={
+        "help": "test predictions average the class probabilities over the views input_aug trains on (flip: 4, "
+                "dihedral: 8; none: 1), as every arm's; validation, scored at every check, uses one view"})
     equal_steps: bool = field(default=True, metadata={
         "help": "every arm makes the baseline's optimiser steps per epoch (an epoch = as many images as the real "
                 "training split), so a gain cannot come from longer training; false: an epoch is every image "
                 "of the arm (more steps for augmented arms)"})
+
+    @classmethod
+    def probe(cls, model: str, epochs: int, batch_size: int, lr: float) -> "TrainConfig":
+        """A fixed, short one-cycle run on the raw weights, one view at test: what the filter and the
+        quality probes (CAS, real-vs-fake) train, so their numbers stay comparable from run to run. A probe,
+        not a verdict."""
+        return cls(model=model, epochs=epochs, batch_size=batch_size, lr=lr, schedule="onecycle", checks_per_epoch=1,
+                   ema_decay=0.0, tta=False)
 
     @property
     def protocol(self) -> str:
@@ -84,7 +96,9 @@ class TrainConfig:
                       f"per epoch; {self.lr_drops} learning-rate cut(s) x{self.lr_factor:g}; cap {self.epochs} epochs)")
         else:
             length = f"a fixed one-cycle schedule of {self.epochs} epochs (no convergence check)"
-        return f"{steps}; {length}"
+        views = len(views_of(self.input_aug)) if self.tta else 1  # (flips only for non-square images)
+        scoring = f"; test predictions averaged over {views} views" if views > 1 else ""
+        return f"{steps}; {length}{scoring}"
 
 
 class Plateau:
@@ -115,13 +129,6 @@ class Plateau:
         return False, "stop"
 
 
-def _to_input(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 NHWC on any device -> normalised float NCHW (channels-last memory) on ``device``."""
-    x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-    x = x.mul_(2.0 / 255.0).sub_(1.0)
-    return x.contiguous(memory_format=torch.channels_last)
-
-
 def _flip(x: torch.Tensor, gen: torch.Generator, turns: bool = False) -> torch.Tensor:
     """Random horizontal and vertical flips per image, drawn from ``gen`` (reproducible); with ``turns``
     also a random transpose, which with the flips gives all 8 symmetries of a square image."""
@@ -133,6 +140,22 @@ def _flip(x: torch.Tensor, gen: torch.Generator, turns: bool = False) -> torch.T
         x = torch.where(t, x.transpose(2, 3), x)
     x = torch.where(h, x.flip(3), x)
     return torch.where(v, x.flip(2), x)
+
+
+def views_of(input_aug: str, square: bool = True) -> list:
+    """The symmetries a classifier trained with ``input_aug`` sees, as functions of an NCHW batch: test-time
+    averaging over them scores the model on the distribution it was trained on (about +0.4 points of
+    weighted F1 on PBC at 32 px, docs/results.md). Turns need a square image (as in training)."""
+    flips = [lambda x: x, lambda x: x.flip(3), lambda x: x.flip(2), lambda x: x.flip(2).flip(3)]
+    if input_aug == "none":
+        return flips[:1]
+    if input_aug == "flip" or not square:
+        return flips
+    return flips + [lambda x, f=f: f(x.transpose(2, 3)) for f in flips]
+
+
+def _image_size(images) -> tuple[int, int]:
+    return tuple(images.shape[1:3]) if isinstance(images, torch.Tensor) else tuple(images.image_size)
 
 
 def _read(images, idx: np.ndarray) -> torch.Tensor:
@@ -149,24 +172,28 @@ def batched_outputs(fn, model: nn.Module, images: np.ndarray, device, batch_size
     model.to(device).eval()
     out = []
     for start in range(0, len(images), batch_size):
-        x = _to_input(torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])), device)
+        x = to_input(torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])), device)
         out.append(fn(x).float().cpu())
     return out
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images, device: torch.device, batch_size: int) -> np.ndarray:
-    """Predicted classes for every image; under torchrun each rank predicts every world-size-th one and
-    all ranks get the whole result."""
+def predict(model: nn.Module, images, device: torch.device, batch_size: int, views: list | None = None) -> np.ndarray:
+    """Predicted classes for every image (with ``views``: of the class probabilities averaged over them);
+    under torchrun each rank predicts every world-size-th one and all ranks get the whole result."""
     model = distributed.unwrap(model).eval()
     rank, world = distributed.rank(), distributed.world_size()
     mine = np.arange(rank, len(images), world)
     out = []
     amp = device.type == "cuda"
     for start in range(0, len(mine), batch_size):
+        x = to_input(_read(images, mine[start:start + batch_size]), device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            logits = model(_to_input(_read(images, mine[start:start + batch_size]), device))
-        out.append(logits.argmax(1).cpu())
+            if views is None or len(views) == 1:
+                scores = model(x)
+            else:
+                scores = sum(model(view(x)).float().softmax(1) for view in views)
+        out.append(scores.argmax(1).cpu())
     local = torch.cat(out).numpy() if out else np.zeros(0, np.int64)
     if world == 1:
         return local
@@ -242,7 +269,7 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
                      if sample_p is not None else rng.permutation(len(train_y))[:per_epoch])
             order = order[rank::world]  # this rank's share, as DistributedSampler splits it
             if streamed:
-                from augkit.data.stream import stream_batches
+                from augkit.loading import stream_batches
 
                 batch_idx = [order[k * cfg.batch_size:(k + 1) * cfg.batch_size] for k in range(steps_per_epoch)]
                 batches = iter(stream_batches(train_x, np.asarray(train_y), batch_idx, pin=dev.type == "cuda"))
@@ -256,7 +283,7 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
                 else:
                     idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
                     images, y = train_x[idx], train_y[idx]
-                x = _to_input(images, dev)
+                x = to_input(images, dev)
                 if cfg.input_aug != "none":
                     x = _flip(x, gen, turns=cfg.input_aug == "dihedral")
                 y = y.to(dev, non_blocking=True)
@@ -314,7 +341,9 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
     train_seconds = time.perf_counter() - start_time
     model.load_state_dict(best_state)
     best_entry = history[selector.best_check - 1]
-    test_pred = predict(model, test[0], dev, cfg.eval_batch_size)
+    height, width = _image_size(test[0])
+    test_views = views_of(cfg.input_aug, square=height == width) if cfg.tta else None
+    test_pred = predict(model, test[0], dev, cfg.eval_batch_size, test_views)
     extra = {"model": model.eval()} if keep_model else {}
     return {
         **extra,

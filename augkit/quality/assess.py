@@ -97,7 +97,7 @@ def _feature_metrics(real_f: np.ndarray, fake_f: np.ndarray, checks, seed: int) 
 
 def _grid(fake: ImageDataset, real: ImageDataset, fake_pos, real_pos, path: Path, n: int = 8) -> None:
     """Generated images (top row) over real ones (bottom row) of one class."""
-    from augkit.train.gan import save_grid
+    from augkit.images import save_grid
 
     h, w = real.image_size
     rows = np.full((2 * n, h, w, 3), 255, np.uint8)

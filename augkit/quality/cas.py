@@ -12,13 +12,14 @@ images carry most of what the real ones teach. Training uses the evaluator's pat
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from augkit.cache import cache_key
 
 __all__ = ["CASSpec", "classification_accuracy_score"]
 
@@ -51,8 +52,7 @@ def _one(images: np.ndarray, labels: np.ndarray, test: tuple[np.ndarray, np.ndar
     rng = np.random.default_rng(spec.seed)
     fit, hold = _selection_split(labels, rng)
     val = (torch.from_numpy(images[hold]), labels[hold])
-    cfg = TrainConfig(model=spec.model, epochs=spec.epochs, batch_size=min(spec.batch_size, len(fit)), lr=spec.lr,
-                      schedule="onecycle", checks_per_epoch=1, ema_decay=0.0)  # a fixed, short schedule: a probe, not a verdict
+    cfg = TrainConfig.probe(spec.model, spec.epochs, min(spec.batch_size, len(fit)), spec.lr)
     run = train_run(torch.from_numpy(images[fit]), torch.from_numpy(labels[fit]), val,
                     (torch.from_numpy(test[0]), test[1]), num_classes, cfg, spec.seed, device, label=label)
     m = run["metrics"]
@@ -65,11 +65,7 @@ def _cached(cache_dir: Path | None, parts: list[np.ndarray], spec: CASSpec, comp
     every shard with the same per-class counts, e.g. +50% from several augmenters)."""
     if cache_dir is None:
         return compute()
-    digest = hashlib.sha256(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode())
-    for array in parts:
-        digest.update(str(array.shape).encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
-    path = Path(cache_dir) / f"reference-{digest.hexdigest()[:24]}.json"
+    path = Path(cache_dir) / f"reference-{cache_key(dataclasses.asdict(spec), *parts)}.json"
     if path.is_file():
         return {**json.loads(path.read_text()), "cached": True}
     result = compute()

@@ -23,7 +23,9 @@ import numpy as np
 import torch
 
 from augkit import atomic
+from augkit.cache import cache_key
 from augkit.data.reader import ImageDataset
+from augkit.data.split import rows_fingerprint
 from augkit.errors import UserError
 
 __all__ = ["ExtractorSpec", "FeatureExtractor", "cached_features", "extractor_for"]
@@ -93,8 +95,6 @@ class FeatureExtractor:
         return extractor
 
 
-def _rows_hash(rows: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()
 
 
 def extractor_for(features: str | Path, train: ImageDataset, val: ImageDataset, spec: ExtractorSpec,
@@ -112,9 +112,9 @@ def extractor_for(features: str | Path, train: ImageDataset, val: ImageDataset, 
                         "saved by a previous run)")
     spec = dataclasses.replace(spec, model=str(features))
     fingerprint = getattr(getattr(train, "info", None), "fingerprint", None)
-    record = {"spec": dataclasses.asdict(spec), "data": fingerprint, "train_rows": _rows_hash(train.rows),
-              "val_rows": _rows_hash(val.rows)}
-    folder = Path(cache_dir) / hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
+    record = {"spec": dataclasses.asdict(spec), "data": fingerprint, "train_rows": rows_fingerprint(train.rows),
+              "val_rows": rows_fingerprint(val.rows)}
+    folder = Path(cache_dir) / cache_key(record)
     if fingerprint is None or not (folder / _WEIGHTS).is_file():
         say(f"features: training a {spec.model} classifier on {len(train)} real training images "
             f"({spec.epochs} epochs) as the feature extractor")
@@ -140,9 +140,8 @@ def cached_features(extractor, ds: ImageDataset, cache_dir: Path | None) -> np.n
     fingerprint = getattr(getattr(ds, "info", None), "fingerprint", None)
     target = None
     if cache_dir is not None and fingerprint:
-        key = hashlib.sha256(json.dumps({"data": fingerprint, "rows": _rows_hash(ds.rows),
-                                         "extractor": extractor.identity}, sort_keys=True, default=str).encode())
-        target = Path(cache_dir) / f"{key.hexdigest()[:24]}.npy"
+        # the rows in their order: the features come back in it
+        target = Path(cache_dir) / f"{cache_key({'data': fingerprint, 'extractor': extractor.identity}, ds.rows)}.npy"
         if target.is_file():
             return np.load(target)
     feats = np.concatenate([extractor.features(images) for images, _ in ds.iter_batches(1024)])

@@ -82,7 +82,7 @@ def save_closest_pairs(fake_images: np.ndarray, real_images: np.ndarray, result:
                        n: int = 8) -> list[int]:
     """A PNG of the ``n`` generated images closest to a real training image (top row) above their nearest
     real image (bottom row); returns the generated images' positions, closest first."""
-    from augkit.train.gan import save_grid
+    from augkit.images import save_grid
 
     order = np.argsort(result["pixel_distance"], kind="stable")[:n]
     pairs = np.concatenate([fake_images[order], real_images[result["pixel_index"][order]]])

@@ -25,7 +25,7 @@ __all__ = ["quality_cache", "real_parts", "generated_rows", "extractor_of", "ass
 
 def quality_cache() -> Path:
     """Trained extractors and cached features live next to the model cache."""
-    from augkit.runner import cache_root
+    from augkit.cache import cache_root
 
     return cache_root() / "quality"
 

@@ -58,8 +58,7 @@ def real_vs_fake(real: np.ndarray, fake: np.ndarray, spec: TwoSampleSpec, device
         return torch.from_numpy(x), y
 
     (train_x, train_y), val, test = part(0), part(1), part(2)
-    cfg = TrainConfig(model=spec.model, epochs=spec.epochs, batch_size=min(spec.batch_size, len(train_y)), lr=spec.lr,
-                      schedule="onecycle", checks_per_epoch=1, ema_decay=0.0)  # a fixed, short schedule: a probe, not a verdict
+    cfg = TrainConfig.probe(spec.model, spec.epochs, min(spec.batch_size, len(train_y)), spec.lr)
     run = train_run(train_x, torch.from_numpy(train_y), val, test, 2, cfg, spec.seed, device, label="real vs fake")
     correct = int((np.asarray(run["y_pred"]) == test[1]).sum())
     total = len(test[1])

@@ -23,7 +23,8 @@ from torch import nn
 from augkit.errors import UserError
 from augkit.progress import track
 from augkit.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
-from augkit.train.gan import StopFlag, checkpoint_path, plot_losses, save_grid, to_input, to_uint8, write_history
+from augkit.images import save_grid, to_input, to_uint8
+from augkit.train.gan import StopFlag, checkpoint_path, plot_losses, write_history
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from torch import nn
 from augkit import distributed
 from augkit.data.reader import ImageDataset
 from augkit.errors import UserError
+from augkit.images import save_grid, to_input, to_uint8
 from augkit.progress import track
 from augkit.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from augkit.train.diffaugment import diff_augment
@@ -58,31 +59,6 @@ class GANConfig:
     log_every: int = field(default=25, metadata={"min": 1})
     max_minutes: float = field(default=0.0, metadata={
         "min": 0, "help": "stop after this much wall time (this session), saving samples and a checkpoint; 0 = no limit"})
-
-
-def to_input(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW in [-1, 1], channels-last, on ``device`` (normalised inside the step)."""
-    x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().mul_(2 / 255).sub_(1)
-    return x.contiguous(memory_format=torch.channels_last)
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """Generator output in [-1, 1] NCHW -> uint8 NHWC."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def save_grid(images: np.ndarray, path: Path, columns: int) -> None:
-    """A PNG grid of uint8 NHWC images (row-major), with a 1-pixel white gutter."""
-    from PIL import Image
-
-    n, h, w, _ = images.shape
-    rows = -(-n // columns)
-    grid = np.full((rows * (h + 1) + 1, columns * (w + 1) + 1, 3), 255, np.uint8)
-    for k, img in enumerate(images):
-        r, c = divmod(k, columns)
-        grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = img
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(path)
 
 
 def plot_losses(history: list[dict], path: Path) -> None:
@@ -256,7 +232,7 @@ def train_gan(
         stream_seed = distributed.rank_seed(seed, 4)
         draws = (pick(np.random.default_rng([stream_seed, k]))
                  for k in range(start * cfg.n_critic, cfg.steps * cfg.n_critic))
-        from augkit.data.stream import stream_batches
+        from augkit.loading import stream_batches
 
         batches = iter(stream_batches(images, label_column, draws, pin=dev.type == "cuda"))
 

@@ -23,7 +23,8 @@ from augkit.data.reader import ImageDataset
 from augkit.errors import DataError, UserError
 from augkit.params import AUGMENTER_REF
 from augkit.train.checkpoint import load_checkpoint, save_checkpoint
-from augkit.train.gan import GANConfig, to_uint8, train_gan
+from augkit.images import to_uint8
+from augkit.train.gan import GANConfig, train_gan
 from augkit_gan.networks import (
     Discriminator,
     Generator,
@@ -78,9 +79,9 @@ class GANParams:
 
 
 def _train_tensors(train: ImageDataset) -> tuple[torch.Tensor | ImageDataset, torch.Tensor]:
-    """The training images in memory when they fit the memory budget (augkit.data.stream), else the lazy
+    """The training images in memory when they fit the memory budget (augkit.loading), else the lazy
     view itself, which train_gan streams."""
-    from augkit.data.stream import fits_in_memory, image_bytes
+    from augkit.loading import fits_in_memory, image_bytes
 
     if len(train) < 2:
         raise UserError(f"GAN training needs at least 2 training images, got {len(train)}")

@@ -26,7 +26,7 @@ from augkit.errors import DataError, UserError
 from augkit.params import AUGMENTER_REF
 from augkit.train.checkpoint import load_checkpoint, save_checkpoint
 from augkit.train.encoder import EncoderConfig, reconstruction_l1, train_encoder
-from augkit.train.gan import to_input, to_uint8
+from augkit.images import to_input, to_uint8
 from augkit_gan.networks import Encoder
 
 GAN_NAMES = ("vanilla", "acgan", "cgan")
