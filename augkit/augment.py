@@ -108,6 +108,13 @@ class Augmenter(abc.ABC):
     def generate(self, label: int, n: int, ctx: Context) -> Samples | np.ndarray:
         """``n`` new images of class ``label``: (n, H, W, 3) uint8, deterministic given ``ctx``."""
 
+    def interpolate(self, steps: int, ctx: Context, images: np.ndarray | None = None,
+                    label: int | None = None) -> np.ndarray:
+        """``steps`` images between two points of a latent space (`augkit interpolate`): generators
+        (augkit.generator) and the latent augmenters have one; others say so."""
+        raise UserError(f"augmenter '{self.name}' cannot interpolate: it has no latent space; use a generator "
+                        "(augkit.generator) or latent_interp/latent_perturb")
+
     def save(self, path: str | Path) -> Path:
         """Save what ``load`` needs into a folder: parameters here; subclasses add their weights."""
         path = Path(path)

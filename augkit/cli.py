@@ -404,9 +404,7 @@ def interpolate_cmd(from_dir, out_path, data_path, rows, steps, label, seed, dev
     from augkit.images import save_grid
 
     _out_path(out_path, force)
-    augmenter = load_augmenter(from_dir)
-    if not hasattr(augmenter, "interpolate"):
-        raise UserError(f"augmenter '{augmenter.name}' cannot interpolate; use a GAN or latent_interp/latent_perturb")
+    augmenter = load_augmenter(from_dir)  # one that cannot interpolate says so when asked, before any file is written
     images, class_names, label_index = None, None, None
     if rows is not None:
         if data_path is None:

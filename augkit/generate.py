@@ -97,10 +97,9 @@ def augment_to_file(
     amount = Amount.parse(amount)
     counts = amount.counts(train.class_counts())
     if not augmenter.conditional and counts.any():
-        raise UserError(
-            f"augmenter '{augmenter.name}' cannot choose a class, so it cannot make images per class; "
-            "use a class-conditional augmenter (acgan or cgan) instead"
-        )
+        from augkit.generator import cannot_choose_a_class
+
+        raise UserError(cannot_choose_a_class(augmenter.name))
     empty = [train.class_names[k] for k in np.flatnonzero(train.class_counts() == 0)]
     if empty and amount.fraction is None:
         raise UserError(f"class '{empty[0]}' has no training images to augment from")

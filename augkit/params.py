@@ -22,7 +22,8 @@ from augkit.errors import ParamError
 
 #: Field metadata marking a parameter whose value is the folder of a saved augmenter. In a recipe it
 #: may name another step instead, which then runs first and hands over its folder. The value: the
-#: augmenter names accepted (a tuple), or () for any. Example::
+#: augmenter names accepted (a tuple), an Augmenter base class whose subclasses are accepted (e.g.
+#: augkit.generator.GenerativeAugmenter: any generator, a plugin's too), or () for any. Example::
 #:
 #:     base: str | None = field(default=None, metadata={AUGMENTER_REF: ("vanilla",)})
 AUGMENTER_REF = "augmenter_ref"

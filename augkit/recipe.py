@@ -257,9 +257,24 @@ def _parse_data(raw: dict, w: _Where) -> DataSpec:
     return dataclasses.replace(spec, split={k: v for k, v in fractions.items() if v})
 
 
-def _ref_fields(cls: type) -> dict[str, tuple[str, ...]]:
-    return {f.name: tuple(f.metadata[AUGMENTER_REF]) for f in dataclasses.fields(cls.Params)
-            if AUGMENTER_REF in f.metadata}
+def _ref_fields(cls: type) -> dict[str, tuple[str, ...] | type]:
+    """Parameters that take a saved augmenter: what each accepts (names, a base class, or () for any)."""
+    return {f.name: (f.metadata[AUGMENTER_REF] if isinstance(f.metadata[AUGMENTER_REF], type)
+                     else tuple(f.metadata[AUGMENTER_REF]))
+            for f in dataclasses.fields(cls.Params) if AUGMENTER_REF in f.metadata}
+
+
+def _accepts(accepted: tuple[str, ...] | type, name: str, registry) -> bool:
+    if isinstance(accepted, type):
+        return issubclass(registry.get(name).cls, accepted)
+    return not accepted or name in accepted
+
+
+def _describe_accepted(accepted: tuple[str, ...] | type, registry) -> str:
+    if isinstance(accepted, type):
+        names = [n for n in registry.names() if issubclass(registry.get(n).cls, accepted)]
+        return f"{getattr(accepted, 'described_as', accepted.__name__)} ({', '.join(names) or 'none installed'})"
+    return " or ".join(repr(a) for a in accepted)
 
 
 def _parse_steps(raw: Any, w: _Where, data_seed: int) -> tuple[StepSpec, ...]:
@@ -336,9 +351,9 @@ def _parse_steps(raw: Any, w: _Where, data_seed: int) -> tuple[StepSpec, ...]:
         accepted = _ref_fields(registry.get(s.name).cls)
         for key, target in s.refs.items():
             kind = next(t.name for t in steps if t.id == target)
-            if accepted[key] and kind not in accepted[key]:
+            if not _accepts(accepted[key], kind, registry):
                 raise ParamError(f"{w(f'augment {s.id}', key)}: params.{key} = '{target}' is a '{kind}' step; "
-                                 f"expected {' or '.join(repr(a) for a in accepted[key])}")
+                                 f"expected {_describe_accepted(accepted[key], registry)}")
     for s in steps:  # parameters: checked by the augmenter's own dataclass (references stand in as paths)
         cls = registry.get(s.name).cls
         params = {k: ("<step>" if k in s.refs else v) for k, v in s.params.items()}

@@ -122,7 +122,7 @@ def test_unconditional_augmenters_are_refused_per_class(tiny_h5, tmp_path):
         def generate(self, label, n, ctx):
             raise AssertionError("never called")
 
-    with pytest.raises(UserError, match="cannot choose a class.*acgan or cgan"):
+    with pytest.raises(UserError, match=r"cannot choose a class.*class-conditional generator \(acgan, cgan"):
         augment_to_file(Unconditional(), H5Dataset(tiny_h5), tmp_path / "o.h5", 0.5, _ctx())
 
 

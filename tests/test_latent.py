@@ -43,12 +43,12 @@ def fitted(setup, name, gan="vanilla", tmp_path=None, **params):
 
 
 def test_the_encoder_trains_against_a_frozen_generator_and_reports_reconstruction(setup, tmp_path):
-    from augkit_gan.latent import load_gan
+    from augkit.generator import load_generator
 
     from augkit.train.encoder import reconstruction_l1
     from augkit_gan.networks import Encoder
 
-    gan = load_gan(setup["gans"]["vanilla"])
+    gan = load_generator(setup["gans"]["vanilla"])
     before = {k: v.clone() for k, v in gan.G.state_dict().items()}
     aug = fitted(setup, "latent_perturb", tmp_path=tmp_path, encoder_steps=40, sample_every=20, encoder_lr=3e-3)
     after = aug.gan.G.state_dict()
@@ -150,7 +150,7 @@ def test_a_missing_or_foreign_generator_is_a_clear_error(setup, tmp_path):
     with pytest.raises(UserError, match="set 'generator'"):
         get_augmenter("latent_perturb", ENC).fit(setup["train"], Context(seed=0, device="cpu"))
     classical = get_augmenter("classical").save(tmp_path / "classical")
-    with pytest.raises(DataError, match="holds augmenter 'classical'; latent augmenters need a GAN"):
+    with pytest.raises(DataError, match="holds augmenter 'classical', which is not a generator; latent augmenters need a generator"):
         get_augmenter("latent_perturb", {"generator": str(classical)}).fit(setup["train"], Context(seed=0))
     with pytest.raises(DataError, match="no saved augmenter here"):
         get_augmenter("latent_perturb", {"generator": str(tmp_path / "nothing")}).fit(setup["train"], Context(seed=0))

@@ -49,7 +49,7 @@ def reconstruct(E: nn.Module, G: nn.Module, images: torch.Tensor, labels: torch.
             x = to_input(images[start:start + batch_size], device)
             z = E(x)
             y = None if labels is None else labels[start:start + batch_size].to(device)
-            out.append(to_uint8(G(z) if y is None else G(z, y)))
+            out.append(to_uint8(G(z, y)))
     return np.concatenate(out) if out else np.zeros((0, *images.shape[1:]), np.uint8)
 
 
@@ -118,7 +118,7 @@ def train_encoder(E: nn.Module, G: nn.Module, images: torch.Tensor, labels: torc
             idx = torch.from_numpy(np_rng.choice(n, size=batch, replace=False))
             x = to_input(images[idx], dev)
             z = E(x)
-            rec = G(z) if labels is None else G(z, labels[idx].to(dev))
+            rec = G(z, None if labels is None else labels[idx].to(dev))
             loss = F.l1_loss(rec, x)
             opt.zero_grad(set_to_none=True)
             loss.backward()

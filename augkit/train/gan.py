@@ -249,10 +249,10 @@ def train_gan(
         return diff_augment(x, cfg.diffaugment, generator=gen_aug) if cfg.diffaugment else x
 
     def generate(z, y, net=G_dp):
-        return net(z, y) if conditional else net(z)
+        return net(z, y if conditional else None)  # the generator contract: G(z, y=None)
 
     def discriminate(x, y, net=D_dp):
-        logit, aux = net(x, y) if conditional else net(x)
+        logit, aux = net(x, y if conditional else None)
         return logit.float(), (aux.float() if aux is not None else None)
 
     def sample_grid(step: int) -> None:

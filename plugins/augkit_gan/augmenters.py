@@ -18,12 +18,12 @@ from typing import Literal
 import numpy as np
 import torch
 
-from augkit.augment import Augmenter, Context, Samples
+from augkit.augment import Context
 from augkit.data.reader import ImageDataset
 from augkit.errors import DataError, UserError
+from augkit.generator import GenerativeAugmenter
 from augkit.params import AUGMENTER_REF
 from augkit.train.checkpoint import load_checkpoint, save_checkpoint
-from augkit.images import to_uint8
 from augkit.train.gan import GANConfig, train_gan
 from augkit_gan.networks import (
     Discriminator,
@@ -111,14 +111,12 @@ def _run_dir(ctx: Context, name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"augkit-{name}-"))
 
 
-class _GANAugmenter(Augmenter):
-    """Shared save/load/generate for augmenters whose state is a generator (and its discriminator)."""
-
-    trains = True
+class _GANAugmenter(GenerativeAugmenter):
+    """Shared save/load for augmenters whose state is a generator and its discriminator; generating,
+    sampling and interpolating come with the generator contract."""
 
     def __init__(self, params=None):
         super().__init__(params)
-        self.G: torch.nn.Module | None = None
         self.D: torch.nn.Module | None = None
         self.arch: dict = {}
 
@@ -126,33 +124,6 @@ class _GANAugmenter(Augmenter):
     def build(arch: dict) -> tuple[torch.nn.Module, torch.nn.Module]:
         """The networks an architecture record describes, so that load() can rebuild them."""
         raise NotImplementedError
-
-    def _sample(self, n: int, ctx: Context, labels: torch.Tensor | None) -> np.ndarray:
-        if self.G is None:
-            raise UserError(f"augmenter '{self.name}': call fit() (or load a trained one) before generating")
-        dev = torch.device(ctx.device)
-        self.G.to(dev).eval()
-        gen = ctx.torch_generator()
-        out = []
-        with torch.no_grad():
-            for start in range(0, n, 256):
-                k = min(256, n - start)
-                z = torch.randn(k, self.G.latent_dim, generator=gen).to(dev)
-                x = self.G(z) if labels is None else self.G(z, labels[start:start + k].to(dev))
-                out.append(to_uint8(x))
-        return np.concatenate(out) if out else np.zeros((0, self.G.size, self.G.size, 3), np.uint8)
-
-    def interpolate(self, steps: int, ctx: Context, images: np.ndarray | None = None,
-                    label: int | None = None) -> np.ndarray:
-        """``steps`` images on the segment between two random latents (t = 0 ... 1), for `augkit interpolate`."""
-        if images is not None:
-            raise UserError(f"augmenter '{self.name}' has no encoder, so it cannot start from images; train "
-                            "latent_interp or latent_perturb on it and interpolate with that")
-        if self.G is None:
-            raise UserError(f"augmenter '{self.name}': call fit() (or load a trained one) first")
-        gen = ctx.torch_generator()
-        ends = torch.randn(2, self.G.latent_dim, generator=gen)
-        return interpolate_latents(self.G, ends[0], ends[1], steps, label if self.conditional else None, ctx.device)
 
     def save(self, path):
         path = super().save(path)
@@ -174,21 +145,6 @@ class _GANAugmenter(Augmenter):
         except RuntimeError as exc:
             raise DataError(f"{path}: weights do not fit the saved architecture ({exc})") from None
         return aug
-
-
-def interpolate_latents(G: torch.nn.Module, z_a: torch.Tensor, z_b: torch.Tensor, steps: int, label: int | None,
-                        device: str) -> np.ndarray:
-    """G((1 - t) z_a + t z_b) for ``steps`` values of t from 0 to 1, as uint8 (steps, H, W, 3)."""
-    if steps < 2:
-        raise UserError(f"interpolation needs at least 2 steps, got {steps}")
-    dev = torch.device(device)
-    t = torch.linspace(0, 1, steps)[:, None]
-    z = ((1 - t) * z_a[None].cpu() + t * z_b[None].cpu()).to(dev)
-    G.to(dev).eval()
-    with torch.no_grad():
-        if label is None:
-            return to_uint8(G(z))
-        return to_uint8(G(z, torch.full((steps,), int(label), dtype=torch.long, device=dev)))
 
 
 class VanillaGAN(_GANAugmenter):
@@ -217,13 +173,6 @@ class VanillaGAN(_GANAugmenter):
                            kind=self.name, seed=ctx.seed, device=ctx.device, resume=ctx.resume)
         if result["ema"] is not None:
             self.G = result["ema"].module
-
-    def generate(self, label: int, n: int, ctx: Context):
-        raise UserError("augmenter 'vanilla' cannot choose a class; use acgan or cgan to make images of a class")
-
-    def sample(self, n: int, ctx: Context) -> np.ndarray:
-        """``n`` unconditional images (n, H, W, 3) uint8."""
-        return self._sample(n, ctx, None)
 
 
 @dataclass(frozen=True)
@@ -307,8 +256,6 @@ class ACGAN(_GANAugmenter):
         vanilla.fit(train, ctx.child(0))
         return vanilla
 
-    def generate(self, label: int, n: int, ctx: Context) -> Samples:
-        return Samples(self._sample(n, ctx, torch.full((n,), int(label), dtype=torch.long)))
 
 
 @dataclass(frozen=True)
@@ -357,5 +304,3 @@ class CGAN(_GANAugmenter):
         if result["ema"] is not None:
             self.G = result["ema"].module
 
-    def generate(self, label: int, n: int, ctx: Context) -> Samples:
-        return Samples(self._sample(n, ctx, torch.full((n,), int(label), dtype=torch.long)))

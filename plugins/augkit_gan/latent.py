@@ -6,8 +6,9 @@ An encoder E is trained so that G(E(x)) reconstructs real training images x, wit
 - ``latent_interp`` makes G((1 - t) E(a) + t E(b)) for two real images a, b of the same class: the
   thesis's proposed remedy for images that drift out of their class; both parents are recorded.
 
-Either works with any saved GAN augmenter: vanilla (unconditional: the image stays near its parent) or
-a class-conditional one (acgan, cgan: G also gets the parent's class).
+Either works with any saved augmenter that follows the generator contract (augkit.generator), built-in
+or a plugin's: unconditional (vanilla: the image stays near its parent) or class-conditional (acgan,
+cgan: G also gets the parent's class).
 """
 
 from __future__ import annotations
@@ -23,21 +24,22 @@ import torch
 from augkit.augment import Augmenter, Context, Samples
 from augkit.data.reader import ImageDataset
 from augkit.errors import DataError, UserError
+from augkit.generator import GenerativeAugmenter, load_generator
 from augkit.params import AUGMENTER_REF
 from augkit.train.checkpoint import load_checkpoint, save_checkpoint
 from augkit.train.encoder import EncoderConfig, reconstruction_l1, train_encoder
-from augkit.images import to_input, to_uint8
+from augkit.images import to_input
 from augkit_gan.networks import Encoder
 
-GAN_NAMES = ("vanilla", "acgan", "cgan")
 LATENT_NAMES = ("latent_perturb", "latent_interp")
 
 
 @dataclass(frozen=True)
 class LatentParams:
     generator: str | None = field(default=None, metadata={
-        "help": "folder of a saved GAN augmenter (vanilla, acgan or cgan); in a recipe: that step's id",
-        AUGMENTER_REF: GAN_NAMES})
+        "help": "folder of a saved generator (any augmenter that follows the generator contract: vanilla, "
+                "acgan, cgan, a plugin's); in a recipe: that step's id",
+        AUGMENTER_REF: GenerativeAugmenter})
     encoder: str | None = field(default=None, metadata={
         "help": "folder of a saved latent augmenter whose encoder (and generator) to reuse instead of "
                 "training one; in a recipe: that step's id. Excludes 'generator'",
@@ -75,17 +77,12 @@ def load_of_kind(path: str | Path, names: tuple[str, ...], needs: str) -> Augmen
     return load_augmenter(path)
 
 
-def load_gan(path: str | Path) -> Augmenter:
-    """A saved GAN augmenter of any kind, by the name in its augmenter.json."""
-    return load_of_kind(path, GAN_NAMES, "latent augmenters need a GAN")
-
-
 class _LatentAugmenter(Augmenter):
     trains = True
 
     def __init__(self, params=None):
         super().__init__(params)
-        self.gan: Augmenter | None = None
+        self.gan: GenerativeAugmenter | None = None
         self.E: torch.nn.Module | None = None
         self.train_set: ImageDataset | None = None
         self.report: dict = {}
@@ -98,17 +95,18 @@ class _LatentAugmenter(Augmenter):
         if self.params.generator is None:
             raise UserError(f"augmenter '{self.name}': set 'generator' to the folder of a saved GAN "
                             "(or, in a recipe, to the id of a GAN step), or 'encoder' to a saved latent augmenter")
-        self.gan = load_gan(self.params.generator)
-        G = self.gan.G
-        if G.size != train.image_size[0]:
-            raise DataError(f"{self.name}: the generator makes {G.size}px images, the data is {train.image_size[0]}px")
+        self.gan = load_generator(self.params.generator)
+        G = self.gan.trained_G()
+        if self.gan.image_size != train.image_size[0]:
+            raise DataError(f"{self.name}: the generator makes {self.gan.image_size}px images, the data is "
+                            f"{train.image_size[0]}px")
         images = torch.from_numpy(train.read(np.arange(len(train))))
         labels = torch.from_numpy(train.labels) if self.gan.conditional else None
         order = np.random.default_rng([ctx.seed, 77]).permutation(len(train))
         n_held = int(round(self.params.held_out * len(train))) if len(train) >= 4 else 0
         held, fit_rows = np.sort(order[:n_held]), np.sort(order[n_held:])
         torch.manual_seed(ctx.seed)
-        self.E = Encoder(G.size, G.latent_dim, self.params.encoder_channels)
+        self.E = Encoder(self.gan.image_size, self.gan.latent_dim, self.params.encoder_channels)
         p = self.params
         cfg = EncoderConfig(steps=p.encoder_steps, batch_size=p.encoder_batch_size, lr=p.encoder_lr,
                             checkpoint_every=p.checkpoint_every, sample_every=p.sample_every, max_minutes=p.minutes)
@@ -140,8 +138,8 @@ class _LatentAugmenter(Augmenter):
             raise UserError(f"augmenter '{self.name}': give 'generator' or 'encoder', not both (a shared "
                             "encoder brings the generator it was trained against)")
         donor = load_of_kind(self.params.encoder, LATENT_NAMES, "'encoder' needs a latent augmenter")
-        if donor.gan.G.size != train.image_size[0]:
-            raise DataError(f"{self.params.encoder}: its generator makes {donor.gan.G.size}px images, the data "
+        if donor.gan.image_size != train.image_size[0]:
+            raise DataError(f"{self.params.encoder}: its generator makes {donor.gan.image_size}px images, the data "
                             f"is {train.image_size[0]}px")
         self.gan, self.E = donor.gan, donor.E
         self.report = dict(donor.report, encoder_from=str(self.params.encoder))
@@ -157,11 +155,7 @@ class _LatentAugmenter(Augmenter):
             return self.E(to_input(torch.from_numpy(x), dev))
 
     def _decode(self, z: torch.Tensor, label: int, dev: torch.device) -> np.ndarray:
-        G = self.gan.G.to(dev).eval()
-        with torch.no_grad():
-            if self.gan.conditional:
-                return to_uint8(G(z, torch.full((len(z),), int(label), dtype=torch.long, device=dev)))
-            return to_uint8(G(z))
+        return self.gan.decode(z, label if self.gan.conditional else None, str(dev))
 
     def _members(self, label: int) -> np.ndarray:
         if self.E is None or self.gan is None:
@@ -178,15 +172,13 @@ class _LatentAugmenter(Augmenter):
                     label: int | None = None) -> np.ndarray:
         """``steps`` images between the latents of two images (2, H, W, 3) (t = 0 ... 1), or between two
         random latents when ``images`` is None: the thesis's figure 17, for `augkit interpolate`."""
-        from augkit_gan.augmenters import interpolate_latents
-
         if self.E is None or self.gan is None:
             raise UserError(f"augmenter '{self.name}': call fit() (or load a trained one) first")
         if images is None:
             return self.gan.interpolate(steps, ctx, None, label)
         dev = torch.device(ctx.device)
         z = self._latents(images, dev)
-        return interpolate_latents(self.gan.G, z[0], z[1], steps, label if self.gan.conditional else None, ctx.device)
+        return self.gan.interpolate_latents(z[0], z[1], steps, label, ctx.device)
 
     # -- save / load ------------------------------------------------------------------------------
     def save(self, path):
@@ -204,7 +196,7 @@ class _LatentAugmenter(Augmenter):
     @classmethod
     def load(cls, path):
         aug = super().load(path)
-        aug.gan = load_gan(Path(path) / "generator")
+        aug.gan = load_generator(Path(path) / "generator")
         state = load_checkpoint(Path(path) / "encoder.pt", kind=f"{cls.name}-encoder")
         arch = json.loads(state["arch"])
         aug.E = Encoder(arch["size"], arch["latent_dim"], arch["channels"])
