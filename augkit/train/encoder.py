@@ -10,8 +10,6 @@ reconstruction side by side), ``losses.csv`` and ``losses.png``.
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,10 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from augkit.errors import UserError
-from augkit.progress import track
-from augkit.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from augkit.images import save_grid, to_input, to_uint8
-from augkit.train.gan import StopFlag, checkpoint_path, plot_losses, write_history
+from augkit.train.loop import Cadence, Streams, Task, run_training
 
 
 @dataclass(frozen=True)
@@ -60,92 +56,67 @@ def reconstruction_l1(E: nn.Module, G: nn.Module, images: torch.Tensor, labels: 
     return float(np.abs(rec.astype(np.float64) - images.numpy().astype(np.float64)).mean() / 255.0)
 
 
+class EncoderTask(Task):
+    """One encoder step: L1 between a batch of real images and G(E(x)), G frozen."""
+
+    def __init__(self, E: nn.Module, G: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
+                 cfg: EncoderConfig, streams: Streams, *, kind: str, device: torch.device, seed: int):
+        self.kind, self.E, self.G, self.images, self.labels, self.cfg = kind, E, G, images, labels, cfg
+        self.streams, self.dev = streams, device
+        self.n = len(images)
+        self.batch = min(cfg.batch_size, self.n)
+        G.to(device).eval().requires_grad_(False)
+        E.to(device).to(memory_format=torch.channels_last)
+        self.opt = torch.optim.Adam(E.parameters(), lr=cfg.lr)
+        self.fixed = np.sort(np.random.default_rng(seed + 3).choice(self.n, min(32, self.n), replace=False))
+
+    def state_dict(self) -> dict:
+        return {"E": self.E.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.E.load_state_dict(state["E"])
+        self.opt.load_state_dict(state["opt"])
+
+    def begin(self, start: int) -> None:
+        self.E.train()
+
+    def step(self) -> tuple[dict[str, float], int]:
+        idx = torch.from_numpy(self.streams.np.choice(self.n, size=self.batch, replace=False))
+        x = to_input(self.images[idx], self.dev)
+        rec = self.G(self.E(x), None if self.labels is None else self.labels[idx].to(self.dev))
+        loss = F.l1_loss(rec, x)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return {"loss_l1": loss.detach()}, self.batch
+
+    def sample(self, step: int, path: Path) -> None:
+        x = self.images[torch.from_numpy(self.fixed)]
+        y = None if self.labels is None else self.labels[torch.from_numpy(self.fixed)]
+        rec = reconstruct(self.E, self.G, x, y, self.dev)
+        self.E.train()
+        pairs = np.stack([x.numpy(), rec], 1).reshape(-1, *rec.shape[1:])  # real, reconstruction, ...
+        save_grid(pairs, path, columns=8)
+
+    def note(self, means: dict[str, float], rate: float) -> str:
+        return f"L1 {means['loss_l1']:.4f}  {rate:.0f} img/s"
+
+
 def train_encoder(E: nn.Module, G: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
                   cfg: EncoderConfig, run_dir: str | Path, *, kind: str, seed: int = 0, device: str = "cpu",
                   resume: bool = False) -> dict:
     """Fit ``E`` so that G(E(x)) reconstructs uint8 NHWC ``images``; ``G`` is frozen (never updated).
 
-    ``labels`` (for a class-conditional G) are passed to G with each image.
+    ``labels`` (for a class-conditional G) are passed to G with each image. Every rank trains the same
+    encoder (the same streams, no DDP), so each can generate from it.
     """
-    run_dir = Path(run_dir)
-    dev = torch.device(device)
-    ckpt_path = checkpoint_path(run_dir, resume)
     n = len(images)
     if n < 2:
         raise UserError(f"encoder training needs at least 2 images, got {n}")
-    batch = min(cfg.batch_size, n)
-    G.to(dev).eval().requires_grad_(False)
-    E.to(dev).to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(E.parameters(), lr=cfg.lr)
-    torch.manual_seed(seed)
-    np_rng = np.random.default_rng(seed)
-    fixed = np.sort(np.random.default_rng(seed + 3).choice(n, min(32, n), replace=False))
-    history: list[dict] = []
-    start = 0
-    if resume:
-        state = load_checkpoint(ckpt_path, kind=kind)
-        E.load_state_dict(state["E"])
-        opt.load_state_dict(state["opt"])
-        restore_rng_state(state["rng"], np_rng=np_rng)
-        history = json.loads(state["history"])
-        start = int(state["step"])
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(
-            {"kind": kind, "seed": seed, "device": device, "images": n, "config": dataclasses.asdict(cfg)}, indent=2))
-
-    def sample_grid(step: int) -> None:
-        x = images[torch.from_numpy(fixed)]
-        y = None if labels is None else labels[torch.from_numpy(fixed)]
-        rec = reconstruct(E, G, x, y, dev)
-        E.train()
-        pairs = np.stack([x.numpy(), rec], 1).reshape(-1, *rec.shape[1:])  # real, reconstruction, ...
-        save_grid(pairs, run_dir / "samples" / f"step_{step:07d}.png", columns=8)
-
-    def checkpoint(step: int) -> None:
-        save_checkpoint(ckpt_path, {"step": step, "E": E.state_dict(), "opt": opt.state_dict(),
-                                    "rng": rng_state(np_rng=np_rng), "history": json.dumps(history)}, kind=kind)
-        write_history(history, run_dir / "losses.csv")
-
-    E.train()
-    total, count, t0 = 0.0, 0, time.perf_counter()
-    deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes > 0 else None
-    stopped_early = False
-    step = start
-    with StopFlag() as stop, track(f"training {kind}", cfg.steps) as bar:
-        bar(start)
-        while step < cfg.steps:
-            idx = torch.from_numpy(np_rng.choice(n, size=batch, replace=False))
-            x = to_input(images[idx], dev)
-            z = E(x)
-            rec = G(z, None if labels is None else labels[idx].to(dev))
-            loss = F.l1_loss(rec, x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            bar(1)
-            total += float(loss.detach())
-            count += 1
-            if deadline is not None and step < cfg.steps and time.monotonic() >= deadline:
-                stopped_early = True
-            final = step == cfg.steps or stopped_early
-            if step % cfg.log_every == 0 or final:
-                rate = count * batch / max(time.perf_counter() - t0, 1e-9)
-                history.append({"step": step, "loss_l1": total / count, "images_per_s": rate})
-                bar.note(f"L1 {total / count:.4f}  {rate:.0f} img/s")
-                total, count, t0 = 0.0, 0, time.perf_counter()
-            if step % cfg.sample_every == 0 or final:
-                sample_grid(step)
-            if step % cfg.checkpoint_every == 0 or final:
-                checkpoint(step)
-            if stop.requested:
-                if step % cfg.checkpoint_every and not final:
-                    checkpoint(step)
-                raise KeyboardInterrupt(f"stopped at step {step}; continue with --resume")
-            if stopped_early:
-                break
-    if history:
-        plot_losses(history, run_dir / "losses.png")
+    streams = Streams(seed, per_rank=False)
+    task = EncoderTask(E, G, images, labels, cfg, streams, kind=kind, device=torch.device(device), seed=seed)
+    config = {"kind": kind, "seed": seed, "device": device, "images": n, "config": dataclasses.asdict(cfg)}
+    cadence = Cadence(cfg.steps, cfg.log_every, cfg.sample_every, cfg.checkpoint_every, cfg.max_minutes)
+    result = run_training(task, streams, cadence, run_dir, config=config, resume=resume, mean_over_ranks=False)
     E.eval()
-    return {"steps": step, "history": history, "stopped_early": stopped_early}
+    return result

@@ -66,3 +66,91 @@ def gradient_penalty(
     out = critic(x_hat)
     (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+# ---- objectives: the terms of a GAN's loss, each with a discriminator phase and a generator phase ----
+
+class Objective:
+    """One term of a GAN's objective. ``d_phase`` adds to the discriminator's (critic's) loss and
+    ``g_phase`` to the generator's; either returns None where the term has no part in that phase.
+    Each returns (the weighted term, values to log). ``autocast``: computed under mixed precision with
+    the networks' forward passes (False: in full precision after them, as a gradient penalty needs)."""
+
+    autocast = True
+
+    def d_phase(self, p: "DPhase") -> tuple[Tensor, dict] | None:
+        return None
+
+    def g_phase(self, p: "GPhase") -> tuple[Tensor, dict] | None:
+        return None
+
+
+class DPhase:
+    """What the discriminator's terms see: its logits (and class logits) on real and fake batches,
+    the real labels, the (augmented) inputs, the critic and the stream that draws a penalty's mixing."""
+
+    def __init__(self, logit_real, logit_fake, aux_real, aux_fake, y, real_in, fake_in, critic, generator):
+        self.logit_real, self.logit_fake, self.aux_real, self.aux_fake = logit_real, logit_fake, aux_real, aux_fake
+        self.y, self.real_in, self.fake_in, self.critic, self.generator = y, real_in, fake_in, critic, generator
+
+
+class GPhase:
+    """What the generator's terms see: the discriminator's logits (and class logits) on its fakes and
+    the labels they were made for."""
+
+    def __init__(self, logit_fake, aux_fake, y):
+        self.logit_fake, self.aux_fake, self.y = logit_fake, aux_fake, y
+
+
+class Adversarial(Objective):
+    """The adversarial loss by name: ``bce``, ``hinge`` or ``wgan-gp`` (the Wasserstein critic loss)."""
+
+    def __init__(self, kind: str):
+        _check_kind(kind)
+        self.kind = kind
+
+    def d_phase(self, p):
+        return d_loss(self.kind, p.logit_real, p.logit_fake), {}
+
+    def g_phase(self, p):
+        return g_loss(self.kind, p.logit_fake), {}
+
+
+class AuxiliaryClass(Objective):
+    """AC-GAN's auxiliary classifier (Odena et al. 2017): D classifies real and fake images by class and
+    G is rewarded when its fakes are classified as the class asked for. Active where D has class logits."""
+
+    def __init__(self, weight: float = 1.0):
+        self.weight = weight
+
+    def d_phase(self, p):
+        if p.aux_real is None:
+            return None
+        aux = F.cross_entropy(p.aux_real, p.y) + F.cross_entropy(p.aux_fake, p.y)
+        return self.weight * aux, {"loss_aux": aux}
+
+    def g_phase(self, p):
+        if p.aux_fake is None:
+            return None
+        return self.weight * F.cross_entropy(p.aux_fake, p.y), {}
+
+
+class GradientPenalty(Objective):
+    """WGAN-GP's penalty (:func:`gradient_penalty`) on the critic, in full precision."""
+
+    autocast = False
+
+    def __init__(self, weight: float = 10.0):
+        self.weight = weight
+
+    def d_phase(self, p):
+        return self.weight * gradient_penalty(p.critic, p.real_in, p.fake_in, generator=p.generator), {}
+
+
+def objectives(loss: str, aux_weight: float = 1.0, gp_weight: float = 10.0) -> list[Objective]:
+    """The terms of a GAN's objective for the adversarial loss ``loss``: it, the auxiliary class loss
+    (where D has class logits) and, for ``wgan-gp``, the gradient penalty."""
+    terms: list[Objective] = [Adversarial(loss), AuxiliaryClass(aux_weight)]
+    if loss == "wgan-gp":
+        terms.append(GradientPenalty(gp_weight))
+    return terms

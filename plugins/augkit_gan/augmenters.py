@@ -78,6 +78,10 @@ class GANParams:
         return out
 
 
+#: the architecture fields every GAN takes from its resolved parameters
+_SHARED_ARCH = ("g_channels", "d_channels", "upsample", "dropout", "spectral_norm", "latent_dim")
+
+
 def _train_tensors(train: ImageDataset) -> tuple[torch.Tensor | ImageDataset, torch.Tensor]:
     """The training images in memory when they fit the memory budget (augkit.loading), else the lazy
     view itself, which train_gan streams."""
@@ -125,6 +129,28 @@ class _GANAugmenter(GenerativeAugmenter):
         """The networks an architecture record describes, so that load() can rebuild them."""
         raise NotImplementedError
 
+    def networks(self, train: ImageDataset, ctx: Context, p: dict) -> tuple[dict, torch.nn.Module, torch.nn.Module]:
+        """The architecture record and fresh networks for ``train`` (resolved parameters ``p``)."""
+        raise NotImplementedError
+
+    def train_options(self, p: dict) -> dict:
+        """GANConfig fields this GAN sets beyond the shared ones."""
+        return {}
+
+    def fit(self, train: ImageDataset, ctx: Context) -> None:
+        """One path for every GAN: networks, then augkit's GAN loop; the EMA generator when there is one."""
+        images, labels = _train_tensors(train)
+        p = self.params.resolved()
+        torch.manual_seed(ctx.seed)
+        self.arch, self.G, self.D = self.networks(train, ctx, p)
+        k = train.num_classes if self.conditional else 0
+        result = train_gan(self.G, self.D, images, labels if self.conditional else None,
+                           _gan_config(p, len(images), **self.train_options(p)), _run_dir(ctx, self.name),
+                           kind=self.name, seed=ctx.seed, device=ctx.device, conditional=self.conditional,
+                           resume=ctx.resume, num_classes=k)
+        if result["ema"] is not None:
+            self.G = result["ema"].module
+
     def save(self, path):
         path = super().save(path)
         if self.G is None:
@@ -162,17 +188,9 @@ class VanillaGAN(_GANAugmenter):
         D = Discriminator(arch["size"], arch["d_channels"], arch["dropout"], arch["spectral_norm"])
         return G, D
 
-    def fit(self, train: ImageDataset, ctx: Context) -> None:
-        images, _ = _train_tensors(train)
-        p = self.params.resolved()
-        self.arch = {k: p[k] for k in ("g_channels", "d_channels", "upsample", "dropout", "spectral_norm",
-                                       "latent_dim")} | {"size": train.image_size[0]}
-        torch.manual_seed(ctx.seed)
-        self.G, self.D = self.build(self.arch)
-        result = train_gan(self.G, self.D, images, None, _gan_config(p, len(images)), _run_dir(ctx, self.name),
-                           kind=self.name, seed=ctx.seed, device=ctx.device, resume=ctx.resume)
-        if result["ema"] is not None:
-            self.G = result["ema"].module
+    def networks(self, train, ctx, p):
+        arch = {k: p[k] for k in _SHARED_ARCH} | {"size": train.image_size[0]}
+        return arch, *self.build(arch)
 
 
 @dataclass(frozen=True)
@@ -217,31 +235,24 @@ class ACGAN(_GANAugmenter):
         freeze_for_thesis_acgan(G, D)
         return G, D
 
-    def fit(self, train: ImageDataset, ctx: Context) -> None:
-        images, labels = _train_tensors(train)
-        p = self.params.resolved()
+    def networks(self, train, ctx, p):
         k = train.num_classes
-        torch.manual_seed(ctx.seed)
         if self.params.mode == "full":
-            self.arch = {key: p[key] for key in ("g_channels", "d_channels", "upsample", "dropout", "spectral_norm",
-                                                 "latent_dim", "hidden")}
-            self.arch |= {"size": train.image_size[0], "num_classes": k, "mode": "full"}
-            self.G, self.D = self.build(self.arch)
-        else:
-            base = self._base(train, ctx)
-            if base.arch["size"] != train.image_size[0]:
-                raise DataError(f"acgan: the vanilla base makes {base.arch['size']}px images, the data is "
-                                f"{train.image_size[0]}px")
-            self.arch = {"base": base.arch, "num_classes": k, "mode": "thesis", "hidden": p["hidden"],
-                         "size": base.arch["size"], "latent_dim": base.arch["latent_dim"]}
-            self.G = LabelledGenerator(base.G, k, p["hidden"])
-            self.D = LabelledDiscriminator(base.D, k, p["hidden"])
-            freeze_for_thesis_acgan(self.G, self.D)
-        cfg = _gan_config(p, len(images), aux_weight=p["aux_weight"])
-        result = train_gan(self.G, self.D, images, labels, cfg, _run_dir(ctx, self.name), kind=self.name,
-                           seed=ctx.seed, device=ctx.device, conditional=True, resume=ctx.resume, num_classes=k)
-        if result["ema"] is not None:
-            self.G = result["ema"].module
+            arch = {key: p[key] for key in (*_SHARED_ARCH, "hidden")}
+            arch |= {"size": train.image_size[0], "num_classes": k, "mode": "full"}
+            return arch, *self.build(arch)
+        base = self._base(train, ctx)
+        if base.arch["size"] != train.image_size[0]:
+            raise DataError(f"acgan: the vanilla base makes {base.arch['size']}px images, the data is "
+                            f"{train.image_size[0]}px")
+        arch = {"base": base.arch, "num_classes": k, "mode": "thesis", "hidden": p["hidden"],
+                "size": base.arch["size"], "latent_dim": base.arch["latent_dim"]}
+        G, D = LabelledGenerator(base.G, k, p["hidden"]), LabelledDiscriminator(base.D, k, p["hidden"])
+        freeze_for_thesis_acgan(G, D)
+        return arch, G, D
+
+    def train_options(self, p):
+        return {"aux_weight": p["aux_weight"]}
 
     def _base(self, train: ImageDataset, ctx: Context) -> VanillaGAN:
         if self.params.base is not None:
@@ -260,6 +271,14 @@ class ACGAN(_GANAugmenter):
 
 @dataclass(frozen=True)
 class CGANParams(GANParams):
+    """cgan's own defaults lie over the preset's (unlike GANParams, whose unset fields come from it)."""
+
+    loss: Literal["bce", "hinge", "wgan-gp"] | None = "hinge"
+    spectral_norm: bool | None = True
+    upsample: Literal["transpose", "resize"] | None = "resize"
+    ema_decay: float | None = field(default=0.999, metadata={"min": 0, "max": 1})
+    diffaugment: str | None = "color,translation,cutout"
+    dropout: float | None = field(default=0.0, metadata={"min": 0, "max": 0.9})
     balanced_classes: bool = field(default=True, metadata={"help": "class-balanced real batches (rare classes)"})
 
 
@@ -274,14 +293,6 @@ class CGAN(_GANAugmenter):
     Params = CGANParams
     summary = "class-conditional GAN (projection D, spectral norm, hinge, EMA, DiffAugment, balanced batches)"
 
-    def __init__(self, params=None):
-        params = dict(params or {})
-        defaults = {"loss": "hinge", "spectral_norm": True, "upsample": "resize", "ema_decay": 0.999,
-                    "diffaugment": "color,translation,cutout", "dropout": 0.0}
-        for key, value in defaults.items():
-            params.setdefault(key, value)
-        super().__init__(params)
-
     @staticmethod
     def build(arch):
         k = arch["num_classes"]
@@ -290,17 +301,10 @@ class CGAN(_GANAugmenter):
                           head="projection")
         return G, D
 
-    def fit(self, train: ImageDataset, ctx: Context) -> None:
-        images, labels = _train_tensors(train)
-        p = self.params.resolved()
-        k = train.num_classes
-        self.arch = {key: p[key] for key in ("g_channels", "d_channels", "upsample", "dropout", "spectral_norm",
-                                             "latent_dim")} | {"size": train.image_size[0], "num_classes": k}
-        torch.manual_seed(ctx.seed)
-        self.G, self.D = self.build(self.arch)
-        cfg = _gan_config(p, len(images), balanced_classes=p["balanced_classes"])
-        result = train_gan(self.G, self.D, images, labels, cfg, _run_dir(ctx, self.name), kind=self.name,
-                           seed=ctx.seed, device=ctx.device, conditional=True, resume=ctx.resume, num_classes=k)
-        if result["ema"] is not None:
-            self.G = result["ema"].module
+    def networks(self, train, ctx, p):
+        arch = {key: p[key] for key in _SHARED_ARCH} | {"size": train.image_size[0], "num_classes": train.num_classes}
+        return arch, *self.build(arch)
+
+    def train_options(self, p):
+        return {"balanced_classes": p["balanced_classes"]}
 

@@ -1,0 +1,259 @@
+"""The training skeleton every generator and encoder augkit trains runs on, written once.
+
+A run is a :class:`Task` (what one step does, what a checkpoint holds, what a sample grid shows) driven
+by :func:`run_training`, which owns everything else:
+
+- the run folder: ``config.json``, ``checkpoints/latest.pt``, ``samples/step_XXXXXXX.png``,
+  ``losses.csv`` and ``losses.png`` (StyleGAN2-ADA's layout: a run is a folder);
+- resuming to the same weights and random streams (:class:`Streams`, saved per rank);
+- the wall-time budget (the run ends with samples and a checkpoint to continue from);
+- Ctrl-C: the run stops after the current step, with a checkpoint, and says how to continue;
+- the cadence of log rows, sample grids and checkpoints;
+- under torchrun: every rank stops at the same step; rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from augkit import distributed
+from augkit.errors import UserError
+from augkit.progress import track
+from augkit.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """How long a run trains and how often it logs, samples and checkpoints."""
+
+    steps: int
+    log_every: int = 25
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    max_minutes: float = 0.0  # wall-time budget of this session; 0: none
+
+
+class Streams:
+    """A run's random streams: torch's global generator, a numpy Generator (``np``) and named torch
+    Generators (``torch``), each seeded from ``seed`` plus its offset.
+
+    ``per_rank``: under torchrun every rank draws its own streams (rank 0 those of a single process);
+    otherwise every rank draws the same ones (a network that is not wrapped in DDP must stay the same on
+    every rank)."""
+
+    def __init__(self, seed: int, offsets: dict[str, int] | None = None, per_rank: bool = True):
+        self.seed, self.offsets, self.per_rank = seed, dict(offsets or {}), per_rank
+        torch.manual_seed(self._seed(0))  # dropout and anything else drawing from the global generator
+        self.np = np.random.default_rng(self._seed(0))
+        self.torch = {name: torch.Generator().manual_seed(self._seed(off)) for name, off in self.offsets.items()}
+
+    def _seed(self, offset: int) -> int:
+        return distributed.rank_seed(self.seed, offset) if self.per_rank else self.seed + offset
+
+    def state(self) -> dict:
+        return rng_state(np_rng=self.np, generators=self.torch)
+
+    def restore(self, saved: dict) -> None:
+        restore_rng_state(saved, np_rng=self.np, generators=self.torch)
+
+    def restart_after(self, step: int) -> None:
+        """Fresh streams past ``step``: for a rank whose streams the checkpoint does not hold (resumed
+        with another world size)."""
+        torch.manual_seed(self._seed(10 + step))
+        self.np = np.random.default_rng([self._seed(0), step])
+        for name, off in self.offsets.items():
+            self.torch[name].manual_seed(self._seed(10 + off + step))
+
+
+class Task:
+    """One kind of training run, as the loop drives it. Subclasses implement :meth:`step`,
+    :meth:`state_dict`, :meth:`load_state_dict` and :meth:`sample`; :meth:`note` formats the progress
+    bar's line."""
+
+    #: the checkpoint's kind: a run refuses another kind's checkpoint
+    kind: str = "run"
+
+    def begin(self, start: int) -> None:
+        """Called once before the first step (``start``: the step a resumed run continues from)."""
+
+    def step(self) -> tuple[dict[str, float], int]:
+        """One optimiser step: the values to log (means over the log interval) and the images this rank used."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """Everything besides the step, the streams and the history that resuming needs (networks,
+        optimisers, averages)."""
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def sample(self, step: int, path: Path) -> None:
+        """Write a grid of what the run makes now (rank 0 only)."""
+
+    def note(self, means: dict[str, float], rate: float) -> str:
+        return "  ".join(f"{k} {v:.3f}" for k, v in means.items()) + f"  {rate:.0f} img/s"
+
+
+def checkpoint_path(run_dir: Path, resume: bool) -> Path:
+    """The run's checkpoint file, after checking that the folder suits a new run or a resumed one."""
+    path = run_dir / "checkpoints" / "latest.pt"
+    if path.exists() and not resume:
+        raise UserError(f"{run_dir}: holds a run already; resume it (--resume) or choose another folder")
+    if resume and not path.exists():
+        raise UserError(f"{run_dir}: no checkpoint to resume from ({path} is missing)")
+    return path
+
+
+def write_history(history: list[dict], path: Path) -> None:
+    """The logged rows (step, losses, images/s) as CSV."""
+    with open(path, "w", newline="") as f:
+        if history:
+            writer = csv.DictWriter(f, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+
+
+def plot_losses(history: list[dict], path: Path) -> None:
+    """The logged losses against the step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for key in [k for k in history[0] if k.startswith("loss_")]:
+        ax.plot(steps, [h[key] for h in history], label=key)
+    ax.set_xlabel("step")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+class StopFlag:
+    """Ctrl-C asks the loop to stop after the current step, so the checkpoint it saves is consistent."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: Ctrl-C then falls back to the last periodic checkpoint
+            self._previous = None
+        return self
+
+    def _handler(self, signum, frame):  # noqa: ARG002
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def run_training(task: Task, streams: Streams, cadence: Cadence, run_dir: str | Path, *, config: dict,
+                 resume: bool = False, label: str | None = None, mean_over_ranks: bool = True,
+                 callback: Callable[[int], None] | None = None) -> dict:
+    """Train ``task`` for ``cadence.steps`` steps in ``run_dir`` (``config`` is written to config.json);
+    returns {"steps", "history", "stopped_early"}. ``mean_over_ranks``: log values averaged over ranks
+    (false for a task every rank runs identically). ``callback(step)`` runs after every step."""
+    run_dir = Path(run_dir)
+    ckpt_path = checkpoint_path(run_dir, resume)
+    rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
+    history: list[dict] = []
+    # the log interval in progress: a checkpoint keeps it, so a resumed run logs the same means
+    log = {"sums": {}, "count": 0}
+    start = 0
+    if resume:
+        state = load_checkpoint(ckpt_path, kind=task.kind)
+        task.load_state_dict(state)
+        start = int(state["step"])
+        per_rank = state.get("rng_ranks")
+        if per_rank is not None and len(per_rank) == world:
+            streams.restore(per_rank[rank])
+        elif rank == 0 or not streams.per_rank:
+            streams.restore(state["rng"])
+        else:  # a world size other than the checkpoint's: this rank's streams start afresh, past `start`
+            streams.restart_after(start)
+        history = json.loads(state["history"])
+        log = json.loads(state.get("log", json.dumps(log)))
+    elif main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+
+    def checkpoint(step: int) -> None:
+        rngs = distributed.all_gather_object(streams.state())
+        if not main:
+            return
+        state = {"step": step, **task.state_dict(), "rng": rngs[0], "history": json.dumps(history),
+                 "log": json.dumps({"sums": sums, "count": count})}
+        if world > 1:
+            state["rng_ranks"] = rngs
+        save_checkpoint(ckpt_path, state, kind=task.kind)
+        write_history(history, run_dir / "losses.csv")
+
+    sums: dict[str, float] = log["sums"]
+    count, t0, seen = log["count"], time.perf_counter(), 0
+    deadline = time.monotonic() + 60 * cadence.max_minutes if cadence.max_minutes > 0 else None
+    stopped_early = False
+    step = start
+    task.begin(start)
+    with StopFlag() as stop, track(f"training {label or task.kind}", cadence.steps) as bar:
+        bar(start)
+        while step < cadence.steps:
+            values, images = task.step()
+            step += 1
+            seen += images
+            bar(1)
+            out_of_time = deadline is not None and step < cadence.steps and time.monotonic() >= deadline
+            if world > 1:  # every rank stops at the same step
+                out_of_time, = distributed.any_true(out_of_time)
+            if out_of_time:
+                stopped_early = True  # the time budget is spent: finish this step like the last one
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+            count += 1
+            final = step == cadence.steps or stopped_early
+            if step % cadence.log_every == 0 or final:
+                rate = seen * world / max(time.perf_counter() - t0, 1e-9)
+                means = {k: v / count for k, v in sums.items()}
+                if mean_over_ranks:
+                    means = distributed.mean_over_ranks(means)
+                history.append({"step": step, **means, "images_per_s": rate})
+                bar.note(task.note(means, rate))
+                sums = dict.fromkeys(sums, 0.0)
+                count, t0, seen = 0, time.perf_counter(), 0
+            if (step % cadence.sample_every == 0 or final) and main:
+                task.sample(step, run_dir / "samples" / f"step_{step:07d}.png")
+            if step % cadence.checkpoint_every == 0 or final:
+                checkpoint(step)
+            if callback is not None:
+                callback(step)
+            stop_requested = stop.requested
+            if world > 1:
+                stop_requested, = distributed.any_true(stop_requested)
+            if stop_requested:
+                if step % cadence.checkpoint_every and not final:
+                    checkpoint(step)
+                raise KeyboardInterrupt(f"stopped at step {step}; continue with --resume")
+            if stopped_early:
+                break
+    if main and history:
+        plot_losses(history, run_dir / "losses.png")
+    return {"steps": step, "history": history, "stopped_early": stopped_early}
