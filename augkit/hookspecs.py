@@ -15,6 +15,29 @@ from __future__ import annotations
 import pluggy
 
 PROJECT = "augkit"
+
+#: The modules a plugin may import (a package's submodules with it); the rest of augkit may change
+#: without notice. docs/plugins.md describes each; tests/test_plugin_guide.py holds the built-in plugins
+#: and the guide's example to them.
+PUBLIC_MODULES = (
+    "augkit",                       # hookimpl and the error classes
+    "augkit.errors",                # UserError, DataError, ParamError, PluginError
+    "augkit.augment",               # Augmenter, Context, Samples: the interface
+    "augkit.generator",             # GenerativeAugmenter: the generator contract
+    "augkit.params",                # AUGMENTER_REF and the metadata of parameter fields
+    "augkit.registry",              # get_augmenter, load_augmenter: other augmenters, by name or folder
+    "augkit.data",                  # ImageDataset / H5Dataset: what fit() receives
+    "augkit.images",                # to_input, to_uint8, save_grid
+    "augkit.loading",               # fits_in_memory, stream_batches: data larger than memory
+    "augkit.distributed",           # rank, world_size, is_main, wrap: torchrun-aware plugins
+    "augkit.train.loop",            # Task, Streams, Cadence, run_training: the training loop
+    "augkit.train.checkpoint",      # save_checkpoint, load_checkpoint (weights-only, atomic)
+    "augkit.train.ema",             # EMA of a network's weights
+    "augkit.train.diffaugment",     # diff_augment: differentiable augmentation for a discriminator
+    "augkit.train.losses",          # GAN objectives as terms with D and G phases
+    "augkit.train.gan",             # GANConfig, GANTask, train_gan: a GAN plugin's shortcut
+    "augkit.train.encoder",         # train_encoder: E with G(E(x)) ~ x, for latent-space augmenters
+)
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
