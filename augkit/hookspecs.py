@@ -27,6 +27,7 @@ PUBLIC_MODULES = (
     "augkit.params",                # AUGMENTER_REF and the metadata of parameter fields
     "augkit.registry",              # get_augmenter, load_augmenter: other augmenters, by name or folder
     "augkit.data",                  # ImageDataset / H5Dataset: what fit() receives
+    "augkit.quality.checks",        # QualityCheck, Assessment: a plugin's own quality check
     "augkit.images",                # to_input, to_uint8, save_grid
     "augkit.loading",               # fits_in_memory, stream_batches: data larger than memory
     "augkit.distributed",           # rank, world_size, is_main, wrap: torchrun-aware plugins
@@ -45,3 +46,9 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 @hookspec
 def augkit_augmenters():  # -> list[type[Augmenter]] | dict[str, type[Augmenter]]
     """Return the Augmenter subclasses this plugin provides (a list, or a dict keyed by their name)."""
+
+
+@hookspec
+def augkit_quality_checks():  # -> list[augkit.quality.checks.QualityCheck]
+    """Return quality checks this plugin adds to `augkit quality` and recipes' ``[quality]`` (by name in
+    ``checks``): each computes its numbers into the assessment and gives its rows of the report."""

@@ -72,6 +72,7 @@ class PluginInfo:
     distribution: str
     version: str
     augmenters: list[str] = field(default_factory=list)
+    quality_checks: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -94,6 +95,7 @@ class Registry:
         self.pm.add_hookspecs(hookspecs)
         self.plugins: list[PluginInfo] = []
         self._entries: dict[str, AugmenterEntry] = {}
+        self._checks: dict[str, object] = {}
         self._conflicts: dict[str, list[PluginInfo]] = {}
 
     # -- loading ---------------------------------------------------------------------------
@@ -148,22 +150,33 @@ class Registry:
         except Exception as exc:  # noqa: BLE001 - pluggy validation or a duplicate name
             info.error = f"cannot be registered: {exc}"
             return
-        impls = [i for i in self.pm.hook.augkit_augmenters.get_hookimpls() if i.plugin_name == info.name]
-        if not impls:
-            info.error = "implements no augkit hook (expected a function `augkit_augmenters` marked @augkit.hookimpl)"
-            return
-        # through pluggy's hook caller of a manager holding this plugin alone: its failure stays its own
+        # through pluggy's hook callers of a manager holding this plugin alone: its failure stays its own
         own = pluggy.PluginManager(hookspecs.PROJECT)
         own.add_hookspecs(hookspecs)
         own.register(obj, name=info.name)
+        if not own.hook.augkit_augmenters.get_hookimpls() and not own.hook.augkit_quality_checks.get_hookimpls():
+            info.error = ("implements no augkit hook (expected a function `augkit_augmenters` or "
+                          "`augkit_quality_checks` marked @augkit.hookimpl)")
+            return
         try:
-            results = own.hook.augkit_augmenters()
             classes = {}
-            for result in results:
+            for result in own.hook.augkit_augmenters():
                 classes.update(self._validate_result(result))
         except Exception as exc:  # noqa: BLE001
             info.error = f"augkit_augmenters() failed: {exc.__class__.__name__}: {exc}"
             return
+        try:
+            checks = [c for result in own.hook.augkit_quality_checks() for c in self._validate_checks(result)]
+        except Exception as exc:  # noqa: BLE001
+            info.error = f"augkit_quality_checks() failed: {exc.__class__.__name__}: {exc}"
+            return
+        taken = [c.name for c in checks if c.name in self._checks]
+        if taken:
+            info.error = f"quality check '{taken[0]}' is registered by another plugin already"
+            return
+        for check in checks:
+            self._checks[check.name] = check
+            info.quality_checks.append(check.name)
         for name, cls in classes.items():
             info.augmenters.append(name)
             if name in self._entries:
@@ -194,6 +207,20 @@ class Registry:
                 raise TypeError(f"{cls.__name__} does not implement {missing}")
             classes[name] = cls
         return classes
+
+    @staticmethod
+    def _validate_checks(result: object) -> list:
+        # by shape, not class: the registry sits below the quality package and must not import it
+        if not isinstance(result, (list, tuple)):
+            raise TypeError(f"expected a list of QualityCheck, got {type(result).__name__}")
+        for check in result:
+            if not (isinstance(getattr(check, "name", None), str) and callable(getattr(check, "run", None))):
+                raise TypeError(f"{check!r} is not an augkit.quality.checks.QualityCheck")
+        return list(result)
+
+    def quality_checks(self) -> dict:
+        """The quality checks plugins registered, by name."""
+        return dict(self._checks)
 
     # -- lookup ----------------------------------------------------------------------------
     def names(self) -> list[str]:

@@ -309,3 +309,41 @@ def test_recipe_mistakes_in_quality_name_the_file_line_and_key(tmp_path):
     path.write_text(RECIPE.replace('checks = ["distances"', 'checks = ["fid"'))
     with pytest.raises(ParamError, match=r"q.toml, line 14: \[quality\]: key 'checks': unknown check 'fid'"):
         load_recipe(path)
+
+
+# -- checks are registered: a plugin adds one ------------------------------------------------------
+def test_a_plugin_adds_a_quality_check_with_its_numbers_and_report_rows(demo, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from augkit import hookimpl, registry
+    from augkit.quality.checks import QualityCheck
+    from augkit.quality.report import quality_markdown
+
+    def mean_brightness(a):
+        real, fake = a.read_whole(a.real).mean(), a.read_whole(a.fake).mean()
+        a.result["overall"]["brightness_gap"] = float(fake - real)
+        for label, row in a.comparable_classes():
+            row["brightness_gap"] = float(a.fake.read(a.fake_pos[label]).mean() - a.real.read(a.real_pos[label]).mean())
+
+    check = QualityCheck(
+        "brightness", mean_brightness,
+        overall_rows=lambda r: [f"| brightness gap | {r['overall']['brightness_gap']:+.2f} | grey levels |"],
+        class_columns=lambda r: [("brightness gap", lambda row: f"{row.get('brightness_gap', 0):+.2f}")])
+    reg = registry.Registry().load_plugins()
+    info = reg.register(SimpleNamespace(augkit_quality_checks=hookimpl(lambda: [check])), "bright")
+    assert info.error is None and info.quality_checks == ["brightness"]
+    monkeypatch.setattr(registry, "_default", reg)
+
+    ref, other = demo
+    darker = type(other)(other.images // 2, other.labels, other.class_names)
+    result = _assess(ref, darker, tmp_path, checks=["distances", "brightness"])
+    assert result["checks"] == ["distances", "brightness"]
+    assert result["overall"]["brightness_gap"] < -20 and "fd" in result["overall"]
+    compared = [row for row in result["classes"] if not row["note"]]
+    assert len(compared) == 2 and all(row["brightness_gap"] < -20 for row in compared)
+    text = quality_markdown(result, "q")
+    assert "| brightness gap | -" in text and "brightness gap |" in text.split("Per class")[1]
+    with pytest.raises(ValueError, match="unknown check 'brightnes'; did you mean 'brightness'"):
+        QualitySpec(checks=["brightnes"])
+    bad = reg.register(SimpleNamespace(augkit_quality_checks=hookimpl(lambda: ["not a check"])), "bad")
+    assert "is not an augkit.quality.checks.QualityCheck" in bad.error

@@ -9,17 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from augkit import atomic
+from augkit.quality.checks import EXPERT_ACCURACY, all_checks, number
 
-__all__ = ["quality_markdown", "write_quality_report"]
-
-EXPERT_ACCURACY = 0.71  # the thesis's haematologist telling real from AC-GAN images
-
-
-def number(value, digits: int | str = 3) -> str:
-    """A number with ``digits`` decimals, or ``"3g"``-style significant digits (KID spans decades)."""
-    if value is None:
-        return "–"
-    return f"{value:.{digits}}" if isinstance(digits, str) else f"{value:.{digits}f}"
+__all__ = ["EXPERT_ACCURACY", "number", "quality_markdown", "row_flags", "write_quality_report"]
 
 
 def row_flags(row: dict, emphasis: str = "") -> list[str]:
@@ -32,77 +24,24 @@ def row_flags(row: dict, emphasis: str = "") -> list[str]:
     return flags
 
 
+def _checks_of(result: dict) -> list:
+    """The registered checks this result ran, in its order (a check no longer installed is left out)."""
+    registered = all_checks()
+    return [registered[name] for name in result["checks"] if name in registered]
+
+
 def _overall_rows(result: dict) -> list[str]:
-    o = result["overall"]
-    rows = []
-    if "fd" in o:
-        rows.append(f"| Fréchet distance (features) | {number(o['fd'], 2)} | 0 = same mean and covariance; lower is better |")
-        rows.append(f"| KID (features) | {number(o['kid'], '3g')} ± {number(o['kid_std'], '2g')} | ≈ 0 for one distribution |")
-    if "precision" in o:
-        rows += [f"| precision | {number(o['precision'])} | generated images inside the real manifold (fidelity) |",
-                 f"| recall | {number(o['recall'])} | real images inside the generated manifold (variety) |",
-                 f"| density | {number(o['density'])} | ≈ 1 when matched; > 1 crowded into dense real regions |",
-                 f"| coverage | {number(o['coverage'])} | real neighbourhoods holding a generated image |"]
-    if "fake_ms_ssim" in o:
-        flag = "**collapsed**" if o["collapsed"] else "ok"
-        rows.append(f"| mean pairwise MS-SSIM, real / generated | {number(o['real_ms_ssim'])} / {number(o['fake_ms_ssim'])} "
-                    f"| higher = less diverse; {flag} |")
-    if "copies" in o:
-        m = result["memorisation"]
-        held = m.get("held_out_real_copy_rate")
-        rows.append(f"| near copies of training images | {m['copies']} of {m['checked']} ({o['copy_rate']:.1%}) | "
-                    f"pixel RMS < {m['thresholds']['pixel']:.4f} and feature distance < "
-                    f"{m['thresholds']['feature']:.3g} (each the {m['thresholds']['percentile']:g} % quantile of "
-                    "real-to-nearest-other-real distances)"
-                    + (f"; held-out real images: {held:.1%}" if held is not None else "") + " |")
-    if "cas_accuracy" in o:
-        ref = o.get("reference_accuracy")
-        rows.append(f"| train on generated, test on real (CAS) | {number(o['cas_accuracy'])} | "
-                    + (f"train on as many real images: {number(ref)} |" if ref is not None else "|"))
-    elif isinstance(result.get("cas"), dict) and result["cas"].get("skipped"):
-        rows.append(f"| train on generated, test on real (CAS) | – | {result['cas']['skipped']} |")
-    if "real_vs_fake_accuracy" in o:
-        t = result["two_sample"]
-        rows.append(f"| real-vs-fake classifier, held-out accuracy | {number(t['accuracy'])} "
-                    f"[{number(t['ci_low'])}, {number(t['ci_high'])}] | 0.5 = indistinguishable; the thesis's expert: "
-                    f"{EXPERT_ACCURACY}; {t['test_images']} test images, p = {t['p_value']:.2g} |")
-    return rows
+    return [row for check in _checks_of(result) for row in check.overall_rows(result)]
 
 
 def _class_table(result: dict) -> list[str]:
-    checks = result["checks"]
-    head, rule = ["class", "n real / gen."], ["---", "---:"]
-    cols = []
-    if "distances" in checks:
-        cols += [("FD", "fd", 2), ("KID", "kid", "3g")]
-    if "manifold" in checks:
-        cols += [("precision", "precision", 3), ("recall", "recall", 3), ("density", "density", 3),
-                 ("coverage", "coverage", 3)]
-    for title, _, _ in cols:
-        head.append(title)
-        rule.append("---:")
-    if "diversity" in checks:
-        head.append("MS-SSIM real / gen.")
-        rule.append("---:")
-    if "memorisation" in checks:
-        head.append("copies")
-        rule.append("---:")
-    if "cas" in checks and "cas_accuracy" in result["overall"]:
-        head.append("CAS recall (real-trained)")
-        rule.append("---:")
-    head.append("flags")
-    rule.append("---")
+    columns = [column for check in _checks_of(result) for column in check.class_columns(result)]
+    head = ["class", "n real / gen.", *(title for title, _ in columns), "flags"]
+    rule = ["---", "---:", *("---:" for _ in columns), "---"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(rule) + "|"]
     for r in result["classes"]:
-        cells = [str(r["class"]).replace("|", "/"), f"{r['real_n']} / {r['fake_n']}"]
-        cells += [number(r.get(key), digits) for _, key, digits in cols]
-        if "diversity" in checks:
-            cells.append(f"{number(r.get('real_ms_ssim'))} / {number(r.get('fake_ms_ssim'))}")
-        if "memorisation" in checks:
-            cells.append("–" if "copies" not in r else str(r["copies"]))
-        if "cas" in checks and "cas_accuracy" in result["overall"]:
-            cells.append(f"{number(r.get('cas_recall'))} ({number(r.get('reference_recall'))})")
-        cells.append("; ".join(row_flags(r, "**")) or "ok")
+        cells = [str(r["class"]).replace("|", "/"), f"{r['real_n']} / {r['fake_n']}", *(cell(r) for _, cell in columns),
+                 "; ".join(row_flags(r, "**")) or "ok"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
