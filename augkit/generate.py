@@ -311,3 +311,18 @@ def _filtered(augmenter: Augmenter, consistency, label: int, n: int, ctx: Contex
         parents.append(batch.parents[keep])
         have += int(keep.sum())
     return Samples(np.concatenate(images)[:n], np.concatenate(parents)[:n])
+
+
+def training_rows(base, split_path: Path | None) -> tuple[ImageDataset, str]:
+    """The rows augmenters may learn from, and in words which: a split's train part, the source's
+    train folder, or all real rows."""
+    from augkit.data.split import Split
+
+    real = base.real()
+    if split_path is not None:
+        train = Split.load(split_path, fingerprint=base.info.fingerprint).apply(base, "train")
+        return train, f"the training split ({len(train)} images)"
+    if real.split is not None:
+        train = real.where(split="train")
+        return train, f"the {len(train)} images of the source's train folder"
+    return real, f"all {len(real)} real images (no --split given)"

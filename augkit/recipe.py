@@ -120,6 +120,30 @@ class Recipe:
     def fingerprint(self) -> str:
         return cache_key(self.resolved)
 
+    def plan(self) -> list[str]:
+        """What a run of this recipe does, line by line (`augkit run --check`): the plan that runs."""
+        from augkit.cache import cache_root
+
+        lines = [f"recipe {self.name}: OK (fingerprint {self.fingerprint()})",
+                 f"  data: {self.data.source} at {self.data.image_size}px, split {self.data.split}"]
+        for step in self.order():
+            what = step.amount.describe() if step.amount else "trains only"
+            needs = f", after {', '.join(step.needs)}" if step.needs else ""
+            lines.append(f"  step {step.id}: {step.name}, {what}{needs}")
+        if self.quality:
+            q = self.quality
+            lines.append(f"  quality: {', '.join(q.checks)} of each step's images; features of {q.features} "
+                         f"({q.epochs} epochs on the real training split)")
+        if self.evaluate:
+            e = self.evaluate
+            lines.append(f"  evaluate: {e.config.model}, {e.seeds} seed(s), arms {list(e.arms)}")
+            lines.append(f"    protocol: {e.config.protocol}")
+            if len(e.train_fractions) > 1:
+                lines.append(f"    data-efficiency curve: every arm (and every step) again on nested stratified "
+                             f"fractions {list(e.train_fractions)} of the real training split")
+        lines.append(f"  run folder: {self.out}; model cache: {cache_root()}")
+        return lines
+
 
 class _Where:
     """Builds error messages that name the file, the table and the key, with the key's line if found."""

@@ -13,6 +13,7 @@ from torch import nn
 from augkit.augment import Augmenter, Context, Samples
 from augkit.data.reader import ArrayDataset, H5Dataset
 from augkit.errors import ParamError, UserError
+from augkit.evaluate.classifier import Classifier
 from augkit.filter import ConsistencyFilter, FilterSpec
 from augkit.generate import augment_to_file
 from augkit.recipe import load_recipe
@@ -47,8 +48,8 @@ def train_set() -> ArrayDataset:
 
 
 def planted(threshold=0.9, max_tries=10.0) -> ConsistencyFilter:
-    return ConsistencyFilter(BrightIsClassZero(), FilterSpec(threshold=threshold, max_tries=max_tries),
-                             ("light", "dark"), "cpu")
+    return ConsistencyFilter(Classifier(BrightIsClassZero(), FilterSpec(threshold=threshold, max_tries=max_tries),
+                                        ("light", "dark"), "cpu"))
 
 
 def test_only_images_of_their_intended_class_are_kept_and_rates_are_counted(tmp_path):

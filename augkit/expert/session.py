@@ -300,3 +300,42 @@ class Session:
             else:
                 raise DataError(f"{where}: event {kind!r} for image {image_id!r} does not follow the ones before")
         return answers
+
+
+def open_or_create(folder: Path, real: Path | None, fake: Path | None, n: int | None, *, seed: int | None,
+                   show_class: bool, expert: str | None) -> bool:
+    """Make sure ``folder`` holds a session: an existing one is resumed when every option given agrees
+    with what it was made with (a mismatch names the option); otherwise a new one is made from ``real``
+    and ``fake``. Returns True when it was made now."""
+    folder = Path(folder)
+    if folder.exists():
+        manifest = Session(folder).manifest
+        for option, given, kept in [("--real", real, manifest["real"]["path"]), ("--fake", fake, manifest["fake"]["path"])]:
+            if given is not None and str(Path(given).resolve()) != kept:
+                raise UserError(f"{option} {given}: session '{folder.name}' was made from {kept}; leave {option} out "
+                                "to resume it, or choose another --session")
+        for option, given, kept in [("--n", n, manifest["n_per_source"]), ("--seed", seed, manifest["seed"]),
+                                    ("--show-class", show_class or None, manifest["show_class"] or None),
+                                    ("--expert", expert, manifest["expert"])]:
+            if given is not None and given != kept:
+                raise UserError(f"{option}: session '{folder.name}' was made with {kept}; leave it out to resume")
+        return False
+    if real is None or fake is None:
+        raise UserError(f"no session '{folder.name}' in {folder.parent}: give --real and --fake to start one")
+    create_session(folder, real, fake, 50 if n is None else n, seed=seed, show_class=show_class, expert=expert)
+    return True
+
+
+def find_sessions(given: list[str], sessions_dir: Path) -> list[Path]:
+    """The session folders named by ``given``: folders, or names of sessions in ``sessions_dir``."""
+    if not given:
+        raise UserError("--report needs one or more SESSION folders (or names in --sessions-dir)")
+    folders = []
+    for name in given:
+        folder = Path(name)
+        if not folder.is_dir() and (Path(sessions_dir) / name).is_dir():
+            folder = Path(sessions_dir) / name
+        if not folder.is_dir():
+            raise UserError(f"{name}: no such session folder (nor in {sessions_dir})")
+        folders.append(folder)
+    return folders

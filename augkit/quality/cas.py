@@ -20,18 +20,15 @@ import numpy as np
 import torch
 
 from augkit.cache import cache_key
+from augkit.evaluate.classifier import Classifier, ClassifierSpec
 
 __all__ = ["CASSpec", "classification_accuracy_score"]
 
 
 @dataclass(frozen=True)
-class CASSpec:
+class CASSpec(ClassifierSpec):
     model: str = field(default="resnet18", metadata={"help": "timm model trained on the generated images"})
-    epochs: int = field(default=3, metadata={"min": 1})
-    batch_size: int = field(default=64, metadata={"min": 1})
-    lr: float = field(default=1e-3, metadata={"min": 0})
     reference: bool = field(default=True, metadata={"help": "also train on real images (same counts) for comparison"})
-    seed: int = field(default=0, metadata={"min": 0})
 
 
 def _selection_split(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -47,14 +44,11 @@ def _selection_split(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.n
 
 def _one(images: np.ndarray, labels: np.ndarray, test: tuple[np.ndarray, np.ndarray], num_classes: int,
          spec: CASSpec, device: str, label: str) -> dict:
-    from augkit.evaluate.trainer import TrainConfig, train_run
-
     rng = np.random.default_rng(spec.seed)
     fit, hold = _selection_split(labels, rng)
     val = (torch.from_numpy(images[hold]), labels[hold])
-    cfg = TrainConfig.probe(spec.model, spec.epochs, min(spec.batch_size, len(fit)), spec.lr)
-    run = train_run(torch.from_numpy(images[fit]), torch.from_numpy(labels[fit]), val,
-                    (torch.from_numpy(test[0]), test[1]), num_classes, cfg, spec.seed, device, label=label)
+    _, run = Classifier.fit(torch.from_numpy(images[fit]), labels[fit], val, spec, range(num_classes), device,
+                            test=(torch.from_numpy(test[0]), test[1]), label=label)
     m = run["metrics"]
     return {"accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"], "weighted_f1": m["weighted_f1"],
             "per_class_recall": m["per_class"]["recall"], "train_images": int(len(fit)), "best_epoch": run["best_epoch"]}

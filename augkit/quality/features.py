@@ -20,37 +20,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from augkit import atomic
 from augkit.cache import cache_key
 from augkit.data.reader import ImageDataset
 from augkit.data.split import rows_fingerprint
 from augkit.errors import UserError
+from augkit.evaluate.classifier import WEIGHTS, Classifier, ClassifierSpec
 
 __all__ = ["ExtractorSpec", "FeatureExtractor", "cached_features", "extractor_for"]
 
-_WEIGHTS = "classifier.pt"
+_WEIGHTS = WEIGHTS
 
 
 @dataclass(frozen=True)
-class ExtractorSpec:
+class ExtractorSpec(ClassifierSpec):
     """How to train the feature extractor when no saved one is given."""
 
     model: str = field(default="resnet18", metadata={"help": "timm model whose penultimate layer gives the features"})
     epochs: int = field(default=3, metadata={"min": 1, "help": "training epochs on the real training split"})
-    batch_size: int = field(default=64, metadata={"min": 1})
-    lr: float = field(default=1e-3, metadata={"min": 0})
-    seed: int = field(default=0, metadata={"min": 0})
 
 
 class FeatureExtractor:
     """Pooled penultimate-layer features (timm ``forward_head(pre_logits=True)``) of a trained classifier."""
 
-    def __init__(self, model: torch.nn.Module, identity: dict, device: str = "cpu") -> None:
-        self.model = model.eval()
+    def __init__(self, classifier: Classifier, identity: dict) -> None:
+        self.classifier = classifier
         self.identity = identity
-        self.device = torch.device(device)
         self.folder: Path | None = None
 
     def describe(self) -> str:
@@ -61,28 +57,18 @@ class FeatureExtractor:
                 + f", penultimate layer, {i.get('dim', '?')}-d; weights sha256 {i['weights_sha256'][:12]}"
                 "; not Inception: not comparable with published FID/KID")
 
-    @torch.no_grad()
     def features(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """(n, d) float32 features of uint8 (n, H, W, 3) images."""
-        from augkit.evaluate.trainer import batched_outputs
-
-        model = self.model
-        out = batched_outputs(lambda x: model.forward_head(model.forward_features(x), pre_logits=True), model,
-                              images, self.device, batch_size)
-        if not out:
-            raise ValueError("features: no images given")
-        return torch.cat(out).flatten(1).numpy()
+        return self.classifier.features(images, batch_size)
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu") -> "FeatureExtractor":
         """A classifier saved by :func:`extractor_for` (or a consistency filter's ``classifier.pt`` folder)."""
-        from augkit.filter import ConsistencyFilter
-
         folder = Path(folder)
         if not (folder / _WEIGHTS).is_file():
             raise UserError(f"{folder}: no {_WEIGHTS} here; --features takes a timm model name or a folder "
                             "saved by a previous `augkit quality` run (its extractor/ folder)")
-        classifier = ConsistencyFilter.load(folder, device)
+        classifier = Classifier.load(folder, device)
         meta_file = folder / "extractor.json"
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
         identity = {"model": classifier.spec.model, "epochs": classifier.spec.epochs, "seed": classifier.spec.seed,
@@ -90,7 +76,7 @@ class FeatureExtractor:
                     "val_weighted_f1": classifier.val_metrics.get("val_weighted_f1"),
                     "weights_sha256": hashlib.sha256((folder / _WEIGHTS).read_bytes()).hexdigest(),
                     "classes": list(classifier.class_names), "dim": getattr(classifier.model, "num_features", None)}
-        extractor = cls(classifier.model, identity, device)
+        extractor = cls(classifier, identity)
         extractor.folder = folder.resolve()  # where it lives: not part of the identity (caches stay valid if moved)
         return extractor
 
@@ -102,8 +88,6 @@ def extractor_for(features: str | Path, train: ImageDataset, val: ImageDataset, 
     """The extractor ``features`` names: a saved folder, or a timm model name trained on ``train``
     (validated on ``val``) once and kept under ``cache_dir``/<key>, keyed by the spec, the dataset's
     fingerprint and the training rows."""
-    from augkit.filter import ConsistencyFilter, FilterSpec
-
     path = Path(str(features)).expanduser()
     if path.is_dir():
         return FeatureExtractor.load(path, device)
@@ -118,9 +102,7 @@ def extractor_for(features: str | Path, train: ImageDataset, val: ImageDataset, 
     if fingerprint is None or not (folder / _WEIGHTS).is_file():
         say(f"features: training a {spec.model} classifier on {len(train)} real training images "
             f"({spec.epochs} epochs) as the feature extractor")
-        filter_spec = FilterSpec(model=spec.model, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
-                                 seed=spec.seed)
-        classifier = ConsistencyFilter.train(train, val, filter_spec, device)
+        classifier = Classifier.fit_dataset(train, val, spec, device, label="feature extractor")
         folder.parent.mkdir(parents=True, exist_ok=True)
         with atomic.folder(folder) as tmp:
             classifier.save(tmp)

@@ -15,17 +15,15 @@ import numpy as np
 import torch
 from scipy.stats import binomtest
 
+from augkit.evaluate.classifier import Classifier, ClassifierSpec
+
 __all__ = ["TwoSampleSpec", "real_vs_fake"]
 
 
 @dataclass(frozen=True)
-class TwoSampleSpec:
+class TwoSampleSpec(ClassifierSpec):
     model: str = field(default="resnet10t", metadata={"help": "timm model of the real-vs-fake classifier"})
-    epochs: int = field(default=3, metadata={"min": 1})
     max_per_side: int = field(default=2000, metadata={"min": 8, "help": "images per side, at most"})
-    batch_size: int = field(default=64, metadata={"min": 1})
-    lr: float = field(default=1e-3, metadata={"min": 0})
-    seed: int = field(default=0, metadata={"min": 0})
 
 
 def _thirds(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -42,8 +40,6 @@ def real_vs_fake(real: np.ndarray, fake: np.ndarray, spec: TwoSampleSpec, device
     Both sides are subsampled to the same size (``min(len(real), len(fake), max_per_side)``), so 0.5
     is exactly chance; each side is cut 50/25/25 into train/validation/test.
     """
-    from augkit.evaluate.trainer import TrainConfig, train_run
-
     n = min(len(real), len(fake), spec.max_per_side)
     if n < 8:
         raise ValueError(f"real_vs_fake: needs at least 8 images per side, got {len(real)} real and {len(fake)} generated")
@@ -58,8 +54,7 @@ def real_vs_fake(real: np.ndarray, fake: np.ndarray, spec: TwoSampleSpec, device
         return torch.from_numpy(x), y
 
     (train_x, train_y), val, test = part(0), part(1), part(2)
-    cfg = TrainConfig.probe(spec.model, spec.epochs, min(spec.batch_size, len(train_y)), spec.lr)
-    run = train_run(train_x, torch.from_numpy(train_y), val, test, 2, cfg, spec.seed, device, label="real vs fake")
+    _, run = Classifier.fit(train_x, train_y, val, spec, ("real", "generated"), device, test=test, label="real vs fake")
     correct = int((np.asarray(run["y_pred"]) == test[1]).sum())
     total = len(test[1])
     ci = binomtest(correct, total, 0.5).proportion_ci(0.95, method="wilson")  # two-sided interval

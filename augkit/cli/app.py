@@ -1,0 +1,46 @@
+"""The ``augkit`` command group and its error boundary.
+
+User mistakes end with one line on stderr and exit code 2; a misbehaving plugin with exit code 1
+and the plugin's name; ``--traceback`` shows the full story for bug reports.
+"""
+
+from __future__ import annotations
+
+import click
+from rich.markup import escape
+
+from augkit import __version__, distributed
+from augkit.cli.common import err
+from augkit.errors import AugkitError
+from augkit.progress import set_quiet
+
+
+class AugkitGroup(click.Group):
+    """Turns augkit's own errors into one-line messages with the right exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AugkitError as exc:
+            if ctx.obj and ctx.obj.get("traceback"):
+                raise
+            if distributed.should_report(exc):  # under torchrun: once, by the rank that failed
+                where = f"rank {distributed.rank()}: " if distributed.rank() else ""
+                err.print(f"[bold red]error:[/] {escape(where + str(exc))}", highlight=False, soft_wrap=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt as exc:
+            # training loops say where they stopped and how to continue; writers leave nothing behind
+            err.print(f"[yellow]interrupted[/]: {escape(str(exc) or 'nothing was written at the output path')}",
+                      highlight=False)
+            ctx.exit(130)
+
+
+@click.group(cls=AugkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="augkit")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.option("--traceback", is_flag=True, envvar="AUGKIT_TRACEBACK", help="Show full tracebacks of errors.")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool, traceback: bool) -> None:
+    """augkit: augment white-blood-cell image datasets and measure whether it helped."""
+    ctx.obj = {"traceback": traceback}
+    set_quiet(quiet)

@@ -1,0 +1,78 @@
+"""`augkit evaluate`: a classifier per arm and seed, and the verdict against the baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.table import Table
+
+from augkit import distributed
+from augkit.cli.common import DEVICE, SYNC_BN, out
+
+
+@click.command("evaluate")
+@click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="Real dataset (.h5).")
+@click.option("--arm", "arms", multiple=True, required=True,
+              help="'baseline' or NAME=SHARD.h5[,SHARD2.h5] (repeatable); the baseline is always included.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--split", "split_path", type=click.Path(path_type=Path), default=None,
+              help="Split file from `augkit data split` (default: stratified 70/15/15, --split-seed).")
+@click.option("--split-seed", default=0, show_default=True, type=int)
+@click.option("--test", "test_path", type=click.Path(path_type=Path), default=None,
+              help="External fixed test set (.h5); classes matched by name.")
+@click.option("--seeds", default=1, show_default=True, type=int, help="Training seeds per arm (0..k-1).")
+@click.option("--model", default="legacy_xception", show_default=True,
+              help="Any timm model name, or resnet10_small / resnet18_small (augkit's models for 32-64 px).")
+@click.option("--epochs", default=40, show_default=True, type=int,
+              help="The most epochs a run may train (with --schedule onecycle: exactly this many).")
+@click.option("--schedule", type=click.Choice(["plateau", "onecycle"]), default="plateau", show_default=True,
+              help="plateau: train until validation weighted F1 stops improving; onecycle: a fixed schedule.")
+@click.option("--patience", default=4, show_default=True, type=int,
+              help="Validation checks without improvement before the learning rate is cut or the run stops.")
+@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option("--lr", default=1e-3, show_default=True, type=float)
+@click.option("--input-aug", type=click.Choice(["none", "flip", "dihedral"]), default="flip", show_default=True,
+              help="On-the-fly augmentation in every arm (dihedral: flips and 90-degree turns).")
+@click.option("--tta/--no-tta", default=True, show_default=True,
+              help="Test predictions averaged over the views --input-aug trains on (flip: 4, dihedral: 8).")
+@click.option("--balanced-sampling", is_flag=True, help="Class-balanced batches.")
+@click.option("--class-weights", is_flag=True, help="Inverse-frequency class weights in the loss.")
+@click.option("--equal-steps/--plain-epochs", default=True, show_default=True,
+              help="Every arm makes the baseline's optimiser steps per epoch (default), or an epoch is every image "
+                   "of the arm (augmented arms then make more steps).")
+@click.option("--pretrained", default=None, help="Local checkpoint file to start from (no hub downloads).")
+@DEVICE
+@click.option("--bootstrap", default=1000, show_default=True, type=int,
+              help="Bootstrap resamples (over seeds and test images) for the intervals.")
+@SYNC_BN
+def evaluate_cmd(data_path, arms, out_dir, split_path, split_seed, test_path, seeds, model, epochs, schedule, patience,
+                 batch_size, lr, input_aug, tta, balanced_sampling, class_weights, equal_steps, pretrained, device,
+                 bootstrap, sync_bn):
+    """Train a classifier per arm and seed; report per-class deltas against the baseline with 95% CIs."""
+    from augkit.evaluate import evaluate
+
+    config = {"model": model, "epochs": epochs, "schedule": schedule, "patience": patience, "batch_size": batch_size,
+              "lr": lr, "input_aug": input_aug, "tta": tta,
+              "balanced_sampling": balanced_sampling, "class_weights": class_weights, "pretrained": pretrained,
+              "equal_steps": equal_steps}
+    device = distributed.setup(device, sync_batchnorm=sync_bn)
+    summary = evaluate(data_path, list(arms), out_dir, split=split_path, split_seed=split_seed, test=test_path,
+                       seeds=seeds, config=config, device=device, n_boot=bootstrap)
+    if not distributed.is_main():
+        return
+    from augkit.evaluate.report import verdict
+
+    table = Table("arm", "weighted F1 (mean)", "Δ vs baseline [95% CI]", "verdict")
+    for name, arm in summary["arms"].items():
+        f1 = np.mean([r["metrics"]["weighted_f1"] for r in arm["runs"]])
+        d = summary["deltas"].get(name, {}).get("weighted_f1")
+        delta = "—" if d is None else f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+        table.add_row(name, f"{f1:.4f}", delta, "" if d is None else verdict(summary, name)[0])
+    out.print(table)
+    out.print(f"protocol: {summary['protocol']}", highlight=False)
+    if summary["under_trained"]:
+        out.print(f"may be under-trained (best validation check = last): {', '.join(summary['under_trained'])}",
+                  highlight=False)
+    out.print(f"report: {out_dir / 'report.md'}")
