@@ -15,7 +15,26 @@ from typing import Any
 
 
 def partial_path(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place: one fixed name per target, so a
+    partial file left by a killed process is found (and replaced) by the next write there."""
     return path.with_name(f".{path.name}.partial")
+
+
+def fresh_partial(path: Path) -> Path:
+    """:func:`partial_path`, after removing what a killed writer left there (also the randomly named
+    ``.<name>.<random>.partial`` files of augkit 0.1's writers)."""
+    path = Path(path)
+    for leftover in path.parent.glob(f".{glob_escape(path.name)}.*partial"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+    return partial_path(path)
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob's special characters taken literally."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def write_text(path: str | Path, text: str) -> Path:

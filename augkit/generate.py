@@ -42,6 +42,10 @@ def call_plugin(augmenter: Augmenter, method: str, fn: Callable[[], Any]) -> Any
         return fn()
     except (AugkitError, KeyboardInterrupt):
         raise
+    except OSError as exc:
+        if exc.filename is not None:  # the file system refused a path: the user's to fix, named by the CLI
+            raise
+        raise PluginError(f"{_origin_of(augmenter)} failed in {method}(): {exc.__class__.__name__}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - third-party code may raise anything
         raise PluginError(f"{_origin_of(augmenter)} failed in {method}(): {exc.__class__.__name__}: {exc}") from exc
 

@@ -124,8 +124,13 @@ class Recipe:
         """What a run of this recipe does, line by line (`augkit run --check`): the plan that runs."""
         from augkit.cache import cache_root
 
+        from augkit.data.split import DEFAULT_FRACTIONS
+
+        fractions = ", ".join(f"{k} {v:g}" for k, v in (self.data.split or DEFAULT_FRACTIONS).items())
         lines = [f"recipe {self.name}: OK (fingerprint {self.fingerprint()})",
-                 f"  data: {self.data.source} at {self.data.image_size}px, split {self.data.split}"]
+                 f"  data: {self.data.source} at {self.data.image_size}px; split: the source's split folders when "
+                 f"it has them (a part they lack carved from the train folder by {fractions}), else stratified "
+                 f"{fractions}; seed {self.data.seed}"]
         for step in self.order():
             what = step.amount.describe() if step.amount else "trains only"
             needs = f", after {', '.join(step.needs)}" if step.needs else ""
@@ -152,6 +157,15 @@ class _Where:
         self.path = path
         self.base = path.parent.resolve()
         self.lines = text.splitlines()
+        self.overridden: dict[tuple[str, str], str] = {}  # (table, key) -> the --set that gave its value
+
+    def set_by(self, assignment: str) -> None:
+        """Record that ``assignment`` (a --set) gave a key its value: errors about it name the --set."""
+        parts = [p.strip() for p in assignment.split("=", 1)[0].split(".")]
+        if parts[0] == "augment" and len(parts) >= 3:
+            self.overridden[(f"augment {parts[1]}", parts[-1])] = assignment
+        elif len(parts) >= 2:
+            self.overridden[(parts[0], parts[1])] = assignment
 
     def _blocks(self, table: str) -> list[tuple[int, int]]:
         """Line ranges (0-based, end exclusive) of a table: [data], or one [[augment]] by its id."""
@@ -183,6 +197,8 @@ class _Where:
         return None
 
     def __call__(self, table: str, key: str | None = None) -> str:
+        if key and (table, key.split(".")[-1]) in self.overridden:
+            return f"--set {self.overridden[(table, key.split('.')[-1])]} (over {self.path}): [{table}]"
         line = self.line_of(key.split(".")[-1], table) if key else None
         return f"{self.path}" + (f", line {line}" if line else "") + f": [{table}]"
 
@@ -353,6 +369,7 @@ def _parse_steps(raw: Any, w: _Where, data_seed: int) -> tuple[StepSpec, ...]:
                 raise ParamError(f"{w(label, 'filter')}: a filter needs images to filter; this step has no 'amount'")
             raw_filter = {} if entry["filter"] is True else _table(entry["filter"], w(label, "filter"), "filter")
             spec = _checked(FilterSpec, raw_filter, w, label, "filter.")
+            _check_model(spec.model, w, label, "model")
         steps.append(StepSpec(step_id, name, params, amount, seed, filter=spec))
     ids = [s.id for s in steps]
     for i, s in enumerate(steps):  # parameters naming a saved augmenter: a step of this recipe, or a folder
@@ -437,6 +454,7 @@ def _parse_evaluate(raw: Any, w: _Where, steps: tuple[StepSpec, ...]) -> Evaluat
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise ParamError(f"{w('evaluate', key)}: {key} must be an integer >= {minimum}, got {value!r}")
     config = _checked(TrainConfig, raw, w, "evaluate")
+    _check_model(config.model, w, "evaluate", "model")
     if config.pretrained is not None and not Path(config.pretrained).exists():
         raise ParamError(f"{w('evaluate', 'pretrained')}: pretrained '{config.pretrained}': no such file "
                          "(a local checkpoint; weights are never downloaded)")
@@ -445,13 +463,33 @@ def _parse_evaluate(raw: Any, w: _Where, steps: tuple[StepSpec, ...]) -> Evaluat
     return EvaluateSpec(tuple(arms), seeds, bootstrap, config, tuple(sorted(float(f) for f in fractions)))
 
 
+def _check_model(name: str, w: _Where, table: str, key: str) -> None:
+    """A classifier name the run will need, checked now (an unknown one would fail after minutes of work)."""
+    from augkit.errors import UserError
+    from augkit.evaluate.models import check_model_name
+
+    try:
+        check_model_name(name)
+    except UserError as exc:
+        raise ParamError(f"{w(table, key)}: {key} = '{name}': {exc}") from None
+
+
 def _parse_quality(raw: Any, w: _Where) -> tuple[QualitySpec, bool]:
     """The ``[quality]`` table: ``enabled`` (default true) and the keys of QualitySpec."""
     raw = dict(_table(raw, f"{w.path}: [quality]", "[quality]"))
     enabled = raw.pop("enabled", True)
     if not isinstance(enabled, bool):
         raise ParamError(f"{w('quality', 'enabled')}: enabled must be true or false, got {enabled!r}")
-    return _checked(QualitySpec, raw, w, "quality"), enabled
+    spec = _checked(QualitySpec, raw, w, "quality")
+    features = Path(spec.features).expanduser()
+    if "/" in spec.features or spec.features.startswith("."):  # a saved extractor folder
+        if not features.is_dir() and not (w.base / features).is_dir():
+            raise ParamError(f"{w('quality', 'features')}: features = '{spec.features}': no such extractor folder")
+    else:  # a model to train
+        _check_model(spec.features, w, "quality", "features")
+    for key in ("cas_model", "two_sample_model"):
+        _check_model(getattr(spec, key), w, "quality", key)
+    return spec, enabled
 
 
 def _plain(obj: Any) -> Any:
@@ -471,7 +509,12 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = (), out: str
     path = Path(path)
     if not path.is_file():
         raise ParamError(f"{path}: no such recipe file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise ParamError(f"{path}, line {line}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); save the recipe "
+                         "as UTF-8") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -489,6 +532,7 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = (), out: str
     raw = copy.deepcopy({**raw, "data": data_raw})
     for assignment in overrides:
         apply_set(raw, assignment)
+        w.set_by(assignment)
     meta = dict(_table(raw.get("recipe", {}), f"{path}: [recipe]", "[recipe]"))
     for key in meta:
         if key not in ("name", "description"):

@@ -34,6 +34,7 @@ from augkit.cache import cache_key, cache_root
 from augkit.data.reader import H5Dataset, ImageDataset
 from augkit.data.split import Split, nested_subsets, rows_fingerprint, stratified_split
 from augkit.errors import DataError, UserError
+from augkit.progress import also_log
 from augkit.recipe import Recipe, StepSpec
 
 STATE_SCHEMA = 1
@@ -112,9 +113,13 @@ class Runner:
     def say(self, line: str) -> None:
         if not distributed.is_main():
             return
+        self._log(line)
+        self._say(line)
+
+    def _log(self, line: str) -> None:
+        """One line of run.log (events, and the progress of long work)."""
         with open(self.out / "run.log", "a", encoding="utf-8") as log:
             log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {line}\n")
-        self._say(line)
 
     def _prepare_folder(self) -> None:
         state_file = self.out / "state.json"
@@ -185,7 +190,9 @@ class Runner:
 
     def _split(self) -> dict:
         spec = self.recipe.data
-        split = stratified_split(self.base, spec.split, spec.seed)
+        # the source's split folders when it has them, a part they lack carved from the train folder by
+        # the recipe's fractions; else stratified by them (Recipe.plan says so)
+        split = stratified_split(self.base, spec.split or None, spec.seed)
         split.save(self.out / "split.json")
         self.say(f"split: train {len(split.train)}, val {len(split.val)}, test {len(split.test)} ({split.method})")
         return {"train": len(split.train), "val": len(split.val), "test": len(split.test)}
@@ -436,6 +443,10 @@ class Runner:
             self.state = RunState(self.out / "state.json")
         self.say(f"run {self.recipe.name} in {self.out} on {self.device}"
                  + (" (resuming)" if self.resume else ""))
+        with also_log(self._log if distributed.is_main() else lambda line: None):
+            return self._run_stages()
+
+    def _run_stages(self) -> Path:
         try:
             data = self._stage("data", lambda: distributed.run_on_main(self._data))
             self.data_path = Path(data["path"])

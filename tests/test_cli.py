@@ -101,11 +101,37 @@ def test_augment_uses_only_the_train_folder_of_a_fixed_split(tmp_path):
     assert out.read_sources([0, len(out) - 1]) == ["test/a/0.png", ""]  # imported files stay traceable
 
 
-def test_progress_bars_show_unless_quiet(tmp_path):
+def test_progress_shows_in_a_log_unless_quiet(tmp_path, monkeypatch):
+    import augkit.progress as progress
+
+    monkeypatch.setattr(progress, "LOG_FIRST_S", 0.0)  # the import takes less than the usual first 5 s
     noisy = CliRunner().invoke(cli, ["data", "import", "demo", str(tmp_path / "a.h5"), "--size", "16", "--n", "50"])
-    assert "Importing" in noisy.stderr
+    assert "Importing demo: 50/50 (100%)" in noisy.stderr and "done" in noisy.stderr
     quiet = invoke("data", "import", "demo", str(tmp_path / "b.h5"), "--size", "16", "--n", "50")
     assert "Importing" not in quiet.stderr
+
+
+def test_a_log_gets_a_line_every_ten_seconds_or_tenth_of_the_work_with_rate_and_eta():
+    from augkit.progress import LogBar, format_rate
+
+    now, lines = [0.0], []
+    bar = LogBar("training cgan", 1000, clock=lambda: now[0], write=lines.append)
+    for _ in range(1000):
+        now[0] += 0.02  # 50 steps a second: 20 s in all
+        bar(1)
+    bar.note("D 0.512  G 1.204")
+    bar.close()
+    first = lines[0]
+    assert first.startswith("training cgan: 251/1000 (25%)") and "50.0/s" in first and "ETA 0:15" in first
+    assert len(lines) == 1 + 7 + 1  # after 5 s, then at each further tenth (2 s apart), then the closing line
+    assert lines[-1].endswith("done  D 0.512  G 1.204") and "1000/1000 (100%)" in lines[-1]
+    silent = []
+    short = LogBar("quick", 10, clock=lambda: 0.0, write=silent.append)
+    short(10)
+    short.close()
+    assert silent == []  # work shorter than the first interval writes nothing
+    assert [format_rate(r) for r in (2500, 42.1, 3.14159, 0.2, 0.001)] == ["2,500/s", "42.1/s", "3.14/s", "12/min",
+                                                                          "3.6/h"]
 
 
 def test_sigterm_during_import_leaves_no_output(tmp_path):

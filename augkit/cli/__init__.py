@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import signal
 
-from augkit import distributed
+from augkit import distributed, interrupt
 from augkit.cli.app import cli
 from augkit.cli.augmenters import augment_cmd, interpolate_cmd, plugins_cmd, train_cmd
 from augkit.cli.data import data
@@ -25,13 +25,9 @@ for command in (data, plugins_cmd, train_cmd, augment_cmd, interpolate_cmd, eval
 __all__ = ["cli", "main"]
 
 
-def _on_sigterm(signum, frame):  # noqa: ARG001
-    # turn `kill` into an exception so writers remove their temporary files on the way out
-    raise SystemExit(128 + signum)
-
-
 def main() -> None:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    # `kill` becomes an exception, so writers remove their temporary files on the way out
+    signal.signal(signal.SIGTERM, interrupt.on_sigterm)
     try:
         cli(prog_name="augkit")
         code: int | str | None = 0

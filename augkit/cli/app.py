@@ -24,15 +24,30 @@ class AugkitGroup(click.Group):
         except AugkitError as exc:
             if ctx.obj and ctx.obj.get("traceback"):
                 raise
-            if distributed.should_report(exc):  # under torchrun: once, by the rank that failed
-                where = f"rank {distributed.rank()}: " if distributed.rank() else ""
-                err.print(f"[bold red]error:[/] {escape(where + str(exc))}", highlight=False, soft_wrap=True)
-            ctx.exit(exc.exit_code)
+            self._fail(ctx, str(exc), exc.exit_code, exc)
+        except click.UsageError as exc:
+            # a mistyped option or a value out of its range: one line that names it, as every user error
+            command = exc.ctx.command_path if exc.ctx is not None else "augkit"
+            self._fail(ctx, f"{exc.format_message()} (see `{command} --help`)", 2, exc)
+        except OSError as exc:
+            # the file system refused (permission, missing folder, disk full): the user's to fix, so one
+            # line with the path and exit 2, not a traceback
+            if ctx.obj and ctx.obj.get("traceback"):
+                raise
+            where = exc.filename if exc.filename is not None else "a file"
+            self._fail(ctx, f"{where}: {exc.strerror or exc}", 2, exc)
         except KeyboardInterrupt as exc:
             # training loops say where they stopped and how to continue; writers leave nothing behind
             err.print(f"[yellow]interrupted[/]: {escape(str(exc) or 'nothing was written at the output path')}",
                       highlight=False)
             ctx.exit(130)
+
+    @staticmethod
+    def _fail(ctx: click.Context, message: str, code: int, exc: BaseException):
+        if distributed.should_report(exc):  # under torchrun: once, by the rank that failed
+            where = f"rank {distributed.rank()}: " if distributed.rank() else ""
+            err.print(f"[bold red]error:[/] {escape(where + message)}", highlight=False, soft_wrap=True)
+        ctx.exit(code)
 
 
 @click.group(cls=AugkitGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -27,7 +27,7 @@ def force(what: str = "OUT"):
 
 
 def seed(help: str | None = None):  # noqa: A002 - click's own keyword
-    return click.option("--seed", default=0, show_default=True, type=int, help=help)
+    return click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help=help)
 
 
 def out_path(path: Path, force: bool) -> Path:

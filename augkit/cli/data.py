@@ -19,11 +19,11 @@ def data() -> None:
 @data.command("import")
 @click.argument("src")
 @click.argument("out_file", metavar="OUT.h5", type=click.Path(path_type=Path))
-@click.option("--size", default=64, show_default=True, type=int, help="Output side in pixels (centre-crop, resize).")
-@click.option("--n", "n", default=2000, show_default=True, type=int, help="Images to draw when SRC is 'demo'.")
+@click.option("--size", default=64, show_default=True, type=click.IntRange(8, 1024), help="Output side in pixels (centre-crop, resize).")
+@click.option("--n", "n", default=2000, show_default=True, type=click.IntRange(min=1), help="Images to draw when SRC is 'demo'.")
 @seed("Seed of the demo set.")
 @click.option("--class-names", default=None, help="Comma-separated class names for .npz/.h5 sources without them.")
-@click.option("--workers", default=4, show_default=True, type=int, help="Threads decoding images.")
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(min=1), help="Threads decoding images.")
 @force("OUT.h5")
 def data_import(src, out_file, size, n, seed, class_names, workers, force):
     """Import SRC (an image folder, .npz, .h5 or 'demo') into a new dataset OUT.h5."""
@@ -41,6 +41,9 @@ def data_import(src, out_file, size, n, seed, class_names, workers, force):
             err.print(f"  ... and {len(report.skipped) - 10} more (all listed in the dataset's provenance)")
     if report.ignored:
         err.print(f"ignored {report.ignored} file(s) without an image suffix")
+    if len(report.class_names) < 2:
+        err.print(f"[yellow]note:[/] {out_file} holds a single class; augmenting works, but evaluating needs at "
+                  "least two classes", highlight=False)
     out.print(f"wrote {out_file}: {report.num_rows} images, {len(report.class_names)} classes, {size}px")
 
 
@@ -76,8 +79,8 @@ def data_info(path, as_json):
 @data.command("split")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--out", "out_file", required=True, type=click.Path(path_type=Path), help="Where to save the split (.json).")
-@click.option("--val", default=0.15, show_default=True, type=float)
-@click.option("--test", default=0.15, show_default=True, type=float)
+@click.option("--val", default=0.15, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--test", default=0.15, show_default=True, type=click.FloatRange(0, 1, max_open=True))
 @seed()
 @click.option("--resplit", is_flag=True, help="Ignore the split folders the images came in and stratify anew.")
 @force("the split file")
@@ -90,7 +93,8 @@ def data_split(path, out_file, val, test, seed, resplit, force):
     ds = H5Dataset(path)
     split = stratified_split(ds, {"train": 1.0 - val - test, "val": val, "test": test}, seed, use_fixed=not resplit)
     split.save(out_file)
-    how = "from the source's split folders" if split.method == "fixed" else f"stratified, seed {seed}"
+    how = ("from the source's split folders" if split.method == "fixed" else split.method
+           if split.method.startswith("fixed") else f"stratified, seed {seed}")
     out.print(f"wrote {out_file}: train {len(split.train)}, val {len(split.val)}, test {len(split.test)} ({how})")
 
 
@@ -98,7 +102,7 @@ def data_split(path, out_file, val, test, seed, resplit, force):
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--origin", default=None, help="Export only rows of this origin (e.g. real, classical).")
-@click.option("--limit", default=None, type=int, help="At most this many images per class and origin.")
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="At most this many images per class and origin.")
 @force("FOLDER")
 def data_export(path, folder, origin, limit, force):
     """Write a dataset back to FOLDER/<origin>/<class>/<row>.png for viewing."""

@@ -19,20 +19,20 @@ from augkit.cli.common import DEVICE, SYNC_BN, out
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--split", "split_path", type=click.Path(path_type=Path), default=None,
               help="Split file from `augkit data split` (default: stratified 70/15/15, --split-seed).")
-@click.option("--split-seed", default=0, show_default=True, type=int)
+@click.option("--split-seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--test", "test_path", type=click.Path(path_type=Path), default=None,
               help="External fixed test set (.h5); classes matched by name.")
-@click.option("--seeds", default=1, show_default=True, type=int, help="Training seeds per arm (0..k-1).")
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Training seeds per arm (0..k-1).")
 @click.option("--model", default="legacy_xception", show_default=True,
               help="Any timm model name, or resnet10_small / resnet18_small (augkit's models for 32-64 px).")
-@click.option("--epochs", default=40, show_default=True, type=int,
+@click.option("--epochs", default=40, show_default=True, type=click.IntRange(min=1),
               help="The most epochs a run may train (with --schedule onecycle: exactly this many).")
 @click.option("--schedule", type=click.Choice(["plateau", "onecycle"]), default="plateau", show_default=True,
               help="plateau: train until validation weighted F1 stops improving; onecycle: a fixed schedule.")
-@click.option("--patience", default=4, show_default=True, type=int,
+@click.option("--patience", default=4, show_default=True, type=click.IntRange(min=1),
               help="Validation checks without improvement before the learning rate is cut or the run stops.")
-@click.option("--batch-size", default=64, show_default=True, type=int)
-@click.option("--lr", default=1e-3, show_default=True, type=float)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(0, min_open=True))
 @click.option("--input-aug", type=click.Choice(["none", "flip", "dihedral"]), default="flip", show_default=True,
               help="On-the-fly augmentation in every arm (dihedral: flips and 90-degree turns).")
 @click.option("--tta/--no-tta", default=True, show_default=True,
@@ -44,7 +44,7 @@ from augkit.cli.common import DEVICE, SYNC_BN, out
                    "of the arm (augmented arms then make more steps).")
 @click.option("--pretrained", default=None, help="Local checkpoint file to start from (no hub downloads).")
 @DEVICE
-@click.option("--bootstrap", default=1000, show_default=True, type=int,
+@click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(min=100),
               help="Bootstrap resamples (over seeds and test images) for the intervals.")
 @SYNC_BN
 def evaluate_cmd(data_path, arms, out_dir, split_path, split_seed, test_path, seeds, model, epochs, schedule, patience,

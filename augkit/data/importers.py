@@ -90,13 +90,21 @@ def array_to_image(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(arr)
 
 
+#: the largest image decoded (width x height): a cell crop is far smaller, and a tiny file that claims
+#: more (a "decompression bomb") would take gigabytes of memory to decode
+MAX_PIXELS = 64_000_000
+
+
 def _load_file(path: Path, size: int) -> np.ndarray | str:
     """The resized image, or the reason it could not be read."""
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only: the size is known before decoding
+            if image.width * image.height > MAX_PIXELS:
+                return (f"{image.width}x{image.height} pixels, more than the {MAX_PIXELS // 1_000_000} megapixels "
+                        "augkit decodes (a decompression bomb?)")
             image.load()
             return square_resize(image, size)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         return f"{exc.__class__.__name__}: {exc}".strip()
 
 

@@ -171,7 +171,12 @@ def stratified_split(
     *,
     use_fixed: bool = True,
 ) -> Split:
-    """Split the real rows of ``ds``: the source's own split folders when it has them, else stratified."""
+    """Split the real rows of ``ds``: the source's own split folders when it has them, else stratified.
+
+    With split folders, a part the folders lack (the common TRAIN/TEST layout has no validation folder)
+    is carved from the train folder: stratified, seeded, its share of the train folder being its share
+    in ``fractions`` relative to train's (70/15/15 by default: 15/85 of the train folder), and recorded
+    in the split's ``method``."""
     real = ds.real()
     fingerprint = getattr(getattr(ds, "info", None), "fingerprint", "")
     if use_fixed and real.split is not None:
@@ -179,10 +184,23 @@ def stratified_split(
         if (codes < 0).any():
             raise DataError("split: some real rows have no fixed split; pass use_fixed=False to re-split")
         parts = {name: np.sort(real.rows[codes == k]) for k, name in enumerate(SPLIT_NAMES)}
+        method = "fixed"
+        missing = [name for name in ("val", "test") if len(parts[name]) == 0]
+        if missing and len(parts["train"]):
+            wanted = check_fractions(fractions or DEFAULT_FRACTIONS)
+            share = {"train": wanted.get("train", 0.0), **{name: wanted.get(name, 0.0) for name in missing}}
+            total_share = sum(share.values())
+            carve = {name: v / total_share for name, v in share.items() if v > 0}
+            in_train = np.flatnonzero(codes == SPLIT_NAMES.index("train"))
+            positions = stratified_indices(real.labels[in_train], carve, seed)
+            for name, pos in positions.items():
+                parts[name] = np.sort(real.rows[in_train[pos]])
+            method = (f"fixed; {' and '.join(missing)} carved from the train folder "
+                      f"(stratified, seed {seed}, {', '.join(f'{n} {carve[n]:.0%}' for n in missing if n in carve)})")
         sizes = {name: len(rows) for name, rows in parts.items()}
         total = sum(sizes.values())
-        return Split(**parts, seed=None, fractions={k: v / total for k, v in sizes.items()}, method="fixed",
-                     fingerprint=fingerprint)
+        return Split(**parts, seed=seed if method != "fixed" else None,
+                     fractions={k: v / total for k, v in sizes.items()}, method=method, fingerprint=fingerprint)
     fractions = check_fractions(fractions or DEFAULT_FRACTIONS)
     positions = stratified_indices(real.labels, fractions, seed)
     return Split(**{name: real.rows[pos] for name, pos in positions.items()}, seed=seed, fractions=fractions,

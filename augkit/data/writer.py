@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -95,7 +94,7 @@ class DatasetWriter:
         compression: str | None = None,
         expected_rows: int = 0,
     ):
-        from augkit import __version__
+        from augkit import __version__, atomic
 
         self.path = Path(path)
         refuse_existing(self.path, overwrite)
@@ -120,7 +119,7 @@ class DatasetWriter:
         self.with_parent2 = with_parent2
         self.num_rows = 0
         self._hash = hashlib.sha256()
-        self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.partial")
+        self._tmp = atomic.fresh_partial(self.path)  # a killed writer's leftover is removed here
         # libver v110: attributes may exceed 64 KiB (long provenance); readable by HDF5 >= 1.10
         self._file = h5py.File(self._tmp, "w", libver=("v110", "latest"))
         capacity = max(int(expected_rows), 0)

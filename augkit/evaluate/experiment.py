@@ -93,6 +93,10 @@ def evaluate(
         fractions = {"train": 0.7, "val": 0.15, "test": 0.15} if test is None else {"train": 0.8, "val": 0.2}
         the_split = stratified_split(base, fractions, split_seed)
     train_real = the_split.apply(base, "train")
+    present = np.unique(train_real.labels)
+    if len(present) < 2:
+        which = f"one class ('{base.class_names[present[0]]}')" if len(present) else "no images"
+        raise DataError(f"{data}: the training split holds {which}; a classifier needs at least two classes")
     val = _real_only(the_split.apply(base, "val"), "validation split")
     if len(val) == 0:
         raise DataError("the split has no validation images; model selection needs them")

@@ -52,8 +52,8 @@ def _register_small_input_models() -> None:
             register_model(fn)
 
 
-def create_classifier(name: str, num_classes: int, pretrained: str | Path | None = None) -> nn.Module:
-    """A timm model with ``num_classes`` outputs; ``pretrained`` may only be a local file."""
+def check_model_name(name: str) -> None:
+    """An error that offers close matches when ``name`` is neither a timm model nor one of augkit's."""
     import timm
 
     _register_small_input_models()
@@ -61,6 +61,13 @@ def create_classifier(name: str, num_classes: int, pretrained: str | Path | None
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.5)
         hint = f"; close matches: {', '.join(close)}" if close else "; see timm.list_models()"
         raise UserError(f"unknown timm model '{name}'{hint}")
+
+
+def create_classifier(name: str, num_classes: int, pretrained: str | Path | None = None) -> nn.Module:
+    """A timm model with ``num_classes`` outputs; ``pretrained`` may only be a local file."""
+    import timm
+
+    check_model_name(name)
     if pretrained in (True, "true", "imagenet", "hub") or (isinstance(pretrained, str) and pretrained.startswith(("hf-hub:", "http://", "https://", "timm/"))):
         raise UserError(
             f"pretrained weights from a hub cannot be downloaded here; download the checkpoint elsewhere and pass "
@@ -85,7 +92,13 @@ def _load_local_weights(model: nn.Module, path: Path) -> None:
             state = torch.load(path, map_location="cpu", weights_only=True)
             state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise UserError(f"{path}: cannot be read as a weights checkpoint ({exc.__class__.__name__}: {exc})") from None
+        # torch's refusal of a pickle that needs code runs over several lines: the first says why
+        reason = " ".join(str(exc).split("\n")[0].split())[:200]
+        raise UserError(f"{path}: cannot be read as a weights checkpoint ({exc.__class__.__name__}: {reason}); "
+                        "give a state dict saved with torch.save(model.state_dict()) or a .safetensors file") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors; save one with "
+                        "torch.save(model.state_dict(), path)")
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not usable:

@@ -147,7 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
             raw = self.rfile.read(length)
             self.close_connection = not keep_alive
             body = json.loads(raw or b"null")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting deeper than the parser goes
             body = None
         if not isinstance(body, dict):
             self._error(400, "expected a JSON object")

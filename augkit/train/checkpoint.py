@@ -16,7 +16,6 @@ import os
 import pickle
 import random
 import re
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from augkit.atomic import fresh_partial
 from augkit.errors import DataError
 
 FORMAT_VERSION = 1
@@ -155,10 +155,9 @@ def save_checkpoint(path: str | Path, state: dict, *, kind: str | None = None) -
     payload = {MARKER: FORMAT_VERSION, **state, "kind": kind}
     _check_storable(payload, "state")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    tmp = Path(tmp_name)
+    tmp = fresh_partial(path)  # a leftover of a killed save is removed, not piled up
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())  # the bytes are on disk before the name points at them

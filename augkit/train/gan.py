@@ -244,13 +244,15 @@ def train_gan(
     num_classes: int = 0,
     callback: Callable[[int], None] | None = None,
     terms: list[Objective] | None = None,
+    identity: dict | None = None,
 ) -> dict:
     """Train G and D on uint8 NHWC ``images``; the trained weights stay in G, D (and the returned EMA).
 
     ``conditional``: G and D take labels; D's auxiliary logits (when it returns some) are trained with
     cross-entropy as in AC-GAN. Only parameters with ``requires_grad`` are optimised, so frozen
     layers stay exactly as they were. ``terms``: the objective (default: ``cfg.loss``, the auxiliary
-    class loss and, for wgan-gp, the gradient penalty).
+    class loss and, for wgan-gp, the gradient penalty). ``identity``: what a resumed run must share with
+    the one it continues (the networks' settings; the loop adds the optimisation settings but the budget).
 
     ``images`` is a uint8 tensor in memory, or a lazy :class:`ImageDataset` (larger than memory) whose
     batches DataLoader workers read ahead; each batch's rows are then a function of (seed, rank, draw),
@@ -273,5 +275,9 @@ def train_gan(
     config = {"kind": kind, "seed": seed, "device": device, "images": n, "world_size": distributed.world_size(),
               "config": dataclasses.asdict(cfg)}
     cadence = Cadence(cfg.steps, cfg.log_every, cfg.sample_every, cfg.checkpoint_every, cfg.max_minutes)
-    result = run_training(task, streams, cadence, run_dir, config=config, resume=resume, callback=callback)
+    budget = ("steps", "max_minutes", "checkpoint_every", "sample_every", "log_every")
+    identity = {**(identity or {}), "seed": seed, "conditional": conditional,
+                "optimisation": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in budget}}
+    result = run_training(task, streams, cadence, run_dir, config=config, resume=resume, callback=callback,
+                          identity=identity)
     return {**result, "ema": task.ema}

@@ -167,14 +167,49 @@ class StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
+def _differences(saved, now, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two JSON-like records."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return [d for k in sorted(set(saved) | set(now), key=str)
+                for d in _differences(saved.get(k), now.get(k), f"{prefix}{k}.")]
+    return [prefix.rstrip(".")] if saved != now else []
+
+
+def check_resumable(run_dir: Path, identity: dict) -> None:
+    """A resumed run must be the run that was started: the same ``identity`` (architecture, objective,
+    optimiser settings; not the budget). A difference is named, instead of a state_dict mismatch later."""
+    saved_file = run_dir / "config.json"
+    if not saved_file.is_file():
+        return
+    saved = json.loads(saved_file.read_text()).get("identity")
+    if saved is None:
+        return  # a run folder of a version that did not record it
+    now = json.loads(json.dumps(identity, default=str))
+    diffs = _differences(saved, now)
+    if diffs:
+        first = diffs[0]
+        old, new = saved, now
+        for part in first.split("."):
+            old = old.get(part) if isinstance(old, dict) else None
+            new = new.get(part) if isinstance(new, dict) else None
+        more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+        raise UserError(f"{run_dir}: cannot resume: it was started with {first} = {old!r}, now {new!r}{more}; "
+                        "resume with the parameters it was started with, or start a new run in another folder")
+
+
 def run_training(task: Task, streams: Streams, cadence: Cadence, run_dir: str | Path, *, config: dict,
                  resume: bool = False, label: str | None = None, mean_over_ranks: bool = True,
-                 callback: Callable[[int], None] | None = None) -> dict:
+                 callback: Callable[[int], None] | None = None, identity: dict | None = None) -> dict:
     """Train ``task`` for ``cadence.steps`` steps in ``run_dir`` (``config`` is written to config.json);
     returns {"steps", "history", "stopped_early"}. ``mean_over_ranks``: log values averaged over ranks
-    (false for a task every rank runs identically). ``callback(step)`` runs after every step."""
+    (false for a task every rank runs identically). ``callback(step)`` runs after every step.
+    ``identity``: what a resumed run must share with the run it continues (see :func:`check_resumable`)."""
     run_dir = Path(run_dir)
     ckpt_path = checkpoint_path(run_dir, resume)
+    if resume and identity is not None:
+        check_resumable(run_dir, identity)
+    if identity is not None:
+        config = {**config, "identity": identity}
     rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
     history: list[dict] = []
     # the log interval in progress: a checkpoint keeps it, so a resumed run logs the same means

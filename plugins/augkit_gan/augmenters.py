@@ -26,6 +26,7 @@ from augkit.params import AUGMENTER_REF
 from augkit.train.checkpoint import load_checkpoint, save_checkpoint
 from augkit.train.gan import GANConfig, train_gan
 from augkit_gan.networks import (
+    SIZES,
     Discriminator,
     Generator,
     LabelledDiscriminator,
@@ -92,6 +93,10 @@ def _train_tensors(train: ImageDataset) -> tuple[torch.Tensor | ImageDataset, to
     h, w = train.image_size
     if h != w:
         raise DataError(f"GANs need square images, got {h}x{w}")
+    if h not in SIZES:  # the user's data, not the plugin, is what does not fit
+        where = getattr(getattr(train, "path", None), "name", None) or "the training images"
+        raise DataError(f"{where}: the GANs make {', '.join(map(str, SIZES))} px images, the data is {h} px; "
+                        f"import it at one of those sizes (augkit data import --size)")
     if not fits_in_memory(image_bytes(train)):
         return train, torch.from_numpy(train.labels)
     return torch.from_numpy(train.read(np.arange(len(train)))), torch.from_numpy(train.labels)
@@ -147,7 +152,7 @@ class _GANAugmenter(GenerativeAugmenter):
         result = train_gan(self.G, self.D, images, labels if self.conditional else None,
                            _gan_config(p, len(images), **self.train_options(p)), _run_dir(ctx, self.name),
                            kind=self.name, seed=ctx.seed, device=ctx.device, conditional=self.conditional,
-                           resume=ctx.resume, num_classes=k)
+                           resume=ctx.resume, num_classes=k, identity={"arch": self.arch})
         if result["ema"] is not None:
             self.G = result["ema"].module
 
