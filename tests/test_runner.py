@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import augkit.train.gan as gan_module
+import augkit.train.loop as loop_module
 from augkit.data.reader import H5Dataset
 from augkit.errors import UserError
 from augkit.recipe import load_recipe
@@ -138,7 +138,7 @@ def test_a_second_recipe_reuses_the_cached_generator_and_says_so(tmp_path, cache
 def test_an_interrupted_training_stage_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     path = recipe_file(tmp_path, evaluate=False)
     out = tmp_path / "run"
-    real_save = gan_module.save_checkpoint
+    real_save = loop_module.save_checkpoint
     calls = {"n": 0}
 
     def save_then_stop(*args, **kwargs):
@@ -147,7 +147,7 @@ def test_an_interrupted_training_stage_resumes_from_its_checkpoint(tmp_path, mon
         if calls["n"] == 1:  # the first checkpoint of the vanilla step (step 2 of 4): as if Ctrl-C came now
             raise KeyboardInterrupt("stopped at step 2")
 
-    monkeypatch.setattr(gan_module, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(loop_module, "save_checkpoint", save_then_stop)
     with pytest.raises(KeyboardInterrupt, match=r"stage 'train vanilla'.*--resume"):
         run(path, out)
     assert "train vanilla" not in state(out) and "split" in state(out)
@@ -155,7 +155,7 @@ def test_an_interrupted_training_stage_resumes_from_its_checkpoint(tmp_path, mon
     log = (out / "run.log").read_text()
     assert "split: done before" in log and "resuming 'vanilla'" in log
     assert state(out)["generate acgan"]["rows"] > 0
-    monkeypatch.setattr(gan_module, "save_checkpoint", real_save)
+    monkeypatch.setattr(loop_module, "save_checkpoint", real_save)
     monkeypatch.setenv("AUGKIT_CACHE_DIR", str(tmp_path / "other-cache"))  # train again, uninterrupted
     straight = tmp_path / "straight"
     run(path, straight)

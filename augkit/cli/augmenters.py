@@ -103,7 +103,8 @@ def _diversity_report(augmenter, train, ctx, out_dir: Path) -> None:
 @click.argument("name")
 @click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="Dataset to augment (.h5).")
 @click.option("--out", "out_file", required=True, type=click.Path(path_type=Path), help="Output dataset (.h5).")
-@click.option("--amount", type=click.FloatRange(0, min_open=True), default=None, help="Fraction to add per class: 0.5 = +50%.")
+@click.option("--amount", type=click.FloatRange(0, min_open=True), default=None,
+              help="Fraction to add per class: 0.5 = +50%.")
 @click.option("--per-class", type=click.IntRange(min=1), default=None, help="Add this many images to every class.")
 @click.option("--balance-to", default=None, help="Top every class up to 'max' or to this many images.")
 @click.option("--split", "split_path", type=click.Path(path_type=Path), default=None,
@@ -153,7 +154,8 @@ def augment_cmd(name, data_path, out_file, amount, per_class, balance_to, split_
 @click.option("--out", "out_file", required=True, type=click.Path(path_type=Path), help="The strip (.png).")
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None, help="Dataset holding --rows.")
 @click.option("--rows", default=None, help="Two rows of --data to go between, e.g. 12,840 (default: random latents).")
-@click.option("--steps", default=8, show_default=True, type=click.IntRange(min=2), help="Generated images from one end to the other.")
+@click.option("--steps", default=8, show_default=True, type=click.IntRange(min=2),
+              help="Generated images from one end to the other.")
 @click.option("--label", default=None, help="Class (name or index) for class-conditional generators.")
 @seed("Seed of the random latents.")
 @DEVICE

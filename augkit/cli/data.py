@@ -19,8 +19,10 @@ def data() -> None:
 @data.command("import")
 @click.argument("src")
 @click.argument("out_file", metavar="OUT.h5", type=click.Path(path_type=Path))
-@click.option("--size", default=64, show_default=True, type=click.IntRange(8, 1024), help="Output side in pixels (centre-crop, resize).")
-@click.option("--n", "n", default=2000, show_default=True, type=click.IntRange(min=1), help="Images to draw when SRC is 'demo'.")
+@click.option("--size", default=64, show_default=True, type=click.IntRange(8, 1024),
+              help="Output side in pixels (centre-crop, resize).")
+@click.option("--n", "n", default=2000, show_default=True, type=click.IntRange(min=1),
+              help="Images to draw when SRC is 'demo'.")
 @seed("Seed of the demo set.")
 @click.option("--class-names", default=None, help="Comma-separated class names for .npz/.h5 sources without them.")
 @click.option("--workers", default=4, show_default=True, type=click.IntRange(min=1), help="Threads decoding images.")
@@ -78,7 +80,8 @@ def data_info(path, as_json):
 
 @data.command("split")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--out", "out_file", required=True, type=click.Path(path_type=Path), help="Where to save the split (.json).")
+@click.option("--out", "out_file", required=True, type=click.Path(path_type=Path),
+              help="Where to save the split (.json).")
 @click.option("--val", default=0.15, show_default=True, type=click.FloatRange(0, 1, max_open=True))
 @click.option("--test", default=0.15, show_default=True, type=click.FloatRange(0, 1, max_open=True))
 @seed()
@@ -102,7 +105,8 @@ def data_split(path, out_file, val, test, seed, resplit, force):
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--origin", default=None, help="Export only rows of this origin (e.g. real, classical).")
-@click.option("--limit", default=None, type=click.IntRange(min=1), help="At most this many images per class and origin.")
+@click.option("--limit", default=None, type=click.IntRange(min=1),
+              help="At most this many images per class and origin.")
 @force("FOLDER")
 def data_export(path, folder, origin, limit, force):
     """Write a dataset back to FOLDER/<origin>/<class>/<row>.png for viewing."""

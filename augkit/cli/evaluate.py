@@ -22,7 +22,8 @@ from augkit.cli.common import DEVICE, SYNC_BN, out
 @click.option("--split-seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--test", "test_path", type=click.Path(path_type=Path), default=None,
               help="External fixed test set (.h5); classes matched by name.")
-@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Training seeds per arm (0..k-1).")
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Training seeds per arm (0..k-1).")
 @click.option("--model", default="legacy_xception", show_default=True,
               help="Any timm model name, or resnet10_small / resnet18_small (augkit's models for 32-64 px).")
 @click.option("--epochs", default=40, show_default=True, type=click.IntRange(min=1),

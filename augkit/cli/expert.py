@@ -16,17 +16,20 @@ from augkit.errors import UserError
               help="Dataset (.h5) whose rows of origin 'real' are shown (a full dataset is fine).")
 @click.option("--fake", "fake_path", type=click.Path(path_type=Path), default=None,
               help="Shard (.h5) whose generated rows are shown.")
-@click.option("--n", "n", type=click.IntRange(min=1), default=None, help="Images per source: n real and n generated.  [default: 50]")
+@click.option("--n", "n", type=click.IntRange(min=1), default=None,
+              help="Images per source: n real and n generated.  [default: 50]")
 @click.option("--show-class", is_flag=True, help="Show each image's class (a generated image's intended class).")
 @click.option("--session", "name", default=None,
               help="Session name (default: date and time); an existing session is resumed.")
 @click.option("--sessions-dir", type=click.Path(path_type=Path), default=Path("expert-sessions"), show_default=True,
               help="Folder holding the sessions.")
 @click.option("--expert", default=None, help="Who answers, for the report (default: the session name).")
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of the draw and order (default: random, recorded).")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed of the draw and order (default: random, recorded).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to serve on; only this machine reaches the page unless you change it.")
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port to serve on (0: any free port).")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to serve on (0: any free port).")
 @click.option("--report", "report_only", is_flag=True,
               help="Print and save the report of SESSION... (folders or names in --sessions-dir), combined.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,

@@ -22,10 +22,12 @@ from augkit.errors import UserError
 @click.option("--features", default="resnet18", show_default=True,
               help="timm model trained on the real training images as the feature extractor, or a saved "
                    "extractor folder.")
-@click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1), help="Feature extractor's training epochs.")
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Feature extractor's training epochs.")
 @click.option("--checks", default=None, help="Comma-separated subset of: distances, manifold, diversity, memorisation, "
               "cas, two_sample (default: all), or checks plugins register.")
-@click.option("--n-per-class", default=1000, show_default=True, type=click.IntRange(min=2), help="Images per class and side, at most.")
+@click.option("--n-per-class", default=1000, show_default=True, type=click.IntRange(min=2),
+              help="Images per class and side, at most.")
 @click.option("--cas-epochs", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--two-sample-epochs", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--overall-only", is_flag=True, help="Ignore the generated labels (an unconditional generator).")

@@ -8,6 +8,7 @@ dropped silently; a class left without images is an error, raised before the out
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -218,7 +219,7 @@ def _npz_plan(path: Path, size: int, class_names: Sequence[str] | None) -> _Plan
     """A .npz with ``images``/``labels`` or MedMNIST's ``train_images``/``train_labels``/val/test."""
     try:
         npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: cannot be read as .npz ({exc})") from None
     keys = set(npz.files)
     if {"images", "labels"} <= keys:
