@@ -360,3 +360,56 @@ def test_a_log_gets_progress_of_a_run(files, tmp_path, monkeypatch):
     run_recipe(recipe, device="cpu")
     log = (tmp_path / "run" / "run.log").read_text()
     assert "baseline seed 0: " in log and "ETA" in log and "done" in log  # the classifier's progress, in the log
+
+
+def _kaggle_layout(root: Path) -> Path:
+    """TRAIN/<CLASS>/ and TEST/<CLASS>/, upper case, .jpeg, 32x24 (the public blood-cell sets' layout,
+    smaller), no validation folder."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for part, n in (("TRAIN", 20), ("TEST", 6)):
+        for cls in ("EOSINOPHIL", "LYMPHOCYTE", "NEUTROPHIL"):
+            folder = root / "src" / part / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(folder / f"_{i}.jpeg")
+    return root / "src"
+
+
+def test_a_train_test_folder_layout_gets_validation_carved_from_train(tmp_path):
+    from augkit.data import H5Dataset
+    from augkit.data.split import Split
+
+    src = _kaggle_layout(tmp_path)
+    assert invoke("data", "import", str(src), str(tmp_path / "d.h5"), "--size", "16").exit_code == 0
+    result = invoke("data", "split", str(tmp_path / "d.h5"), "--out", str(tmp_path / "s.json"))
+    assert result.exit_code == 0 and "val carved from the train folder" in result.stdout, result.stdout
+    data = H5Dataset(tmp_path / "d.h5")
+    split = Split.load(tmp_path / "s.json", fingerprint=data.info.fingerprint)
+    train_folder = set(data.rows[data.split == 0].tolist())
+    assert set(split.test.tolist()) == set(data.rows[data.split == 2].tolist())  # the test folder, untouched
+    assert set(split.val.tolist()) <= train_folder and set(split.train.tolist()) <= train_folder
+    assert not set(split.val.tolist()) & set(split.train.tolist())
+    # 15/85 of each class's 20 train-folder images (and at least one): stratified
+    assert np.bincount(data.labels[split.val]).tolist() == [4, 4, 4]
+    again = invoke("data", "split", str(tmp_path / "d.h5"), "--out", str(tmp_path / "s2.json"))
+    assert again.exit_code == 0
+    assert Split.load(tmp_path / "s2.json").val.tolist() == split.val.tolist()  # seeded
+
+
+def test_a_recipe_on_that_layout_plans_what_runs(tmp_path):
+    from augkit.recipe import load_recipe
+
+    src = _kaggle_layout(tmp_path)
+    path = tmp_path / "r.toml"
+    path.write_text(f'[data]\nsource = "{src}"\nimage_size = 16\nsplit = {{ train = 0.85, val = 0.15 }}\n')
+    check = invoke("run", str(path), "--check", "--out", str(tmp_path / "run"))
+    assert check.exit_code == 0, check.stderr
+    assert "a part they lack carved from the train folder by train 0.85, val 0.15" in check.stdout
+    from augkit.runner import run_recipe
+
+    run_recipe(load_recipe(path, out=tmp_path / "run"), device="cpu")
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert "val carved from the train folder" in split["method"] and len(split["val"]) == 12
+    assert len(split["test"]) == 18  # the TEST folder

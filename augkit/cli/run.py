@@ -32,7 +32,7 @@ def run_cmd(recipe_path, overrides, out_dir, device, resume, check, sync_bn):
         if distributed.env_rank() != 0:  # under torchrun every rank checks, rank 0 alone prints the plan
             return
         for line in recipe.plan():
-            out.print(line, highlight=False, markup=False)
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
         return
     device = distributed.setup(device, sync_batchnorm=sync_bn)
     report = run_recipe(recipe, device=device, resume=resume, command=" ".join(["augkit", *sys.argv[1:]]),

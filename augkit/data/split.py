@@ -193,8 +193,8 @@ def stratified_split(
             carve = {name: v / total_share for name, v in share.items() if v > 0}
             in_train = np.flatnonzero(codes == SPLIT_NAMES.index("train"))
             positions = stratified_indices(real.labels[in_train], carve, seed)
-            for name, pos in positions.items():
-                parts[name] = np.sort(real.rows[in_train[pos]])
+            for name in carve:  # the train folder's rows, shared out; the folders' other parts stay
+                parts[name] = np.sort(real.rows[in_train[positions[name]]])
             method = (f"fixed; {' and '.join(missing)} carved from the train folder "
                       f"(stratified, seed {seed}, {', '.join(f'{n} {carve[n]:.0%}' for n in missing if n in carve)})")
         sizes = {name: len(rows) for name, rows in parts.items()}
