@@ -36,7 +36,7 @@ from typing import Any
 
 from augkit.augment import Amount
 from augkit.cache import cache_key
-from augkit.data.split import check_fractions
+from augkit.data.split import DEFAULT_FRACTIONS, check_fractions
 from augkit.errors import AugkitError, ParamError
 from augkit.evaluate.arms import BASELINE
 from augkit.evaluate.trainer import TrainConfig
@@ -123,8 +123,6 @@ class Recipe:
     def plan(self) -> list[str]:
         """What a run of this recipe does, line by line (`augkit run --check`): the plan that runs."""
         from augkit.cache import cache_root
-
-        from augkit.data.split import DEFAULT_FRACTIONS
 
         fractions = ", ".join(f"{k} {v:g}" for k, v in (self.data.split or DEFAULT_FRACTIONS).items())
         lines = [f"recipe {self.name}: OK (fingerprint {self.fingerprint()})",

@@ -30,8 +30,6 @@ from augkit.evaluate.classifier import WEIGHTS, Classifier, ClassifierSpec
 
 __all__ = ["ExtractorSpec", "FeatureExtractor", "cached_features", "extractor_for"]
 
-_WEIGHTS = WEIGHTS
-
 
 @dataclass(frozen=True)
 class ExtractorSpec(ClassifierSpec):
@@ -65,8 +63,8 @@ class FeatureExtractor:
     def load(cls, folder: str | Path, device: str = "cpu") -> "FeatureExtractor":
         """A classifier saved by :func:`extractor_for` (or a consistency filter's ``classifier.pt`` folder)."""
         folder = Path(folder)
-        if not (folder / _WEIGHTS).is_file():
-            raise UserError(f"{folder}: no {_WEIGHTS} here; --features takes a timm model name or a folder "
+        if not (folder / WEIGHTS).is_file():
+            raise UserError(f"{folder}: no {WEIGHTS} here; --features takes a timm model name or a folder "
                             "saved by a previous `augkit quality` run (its extractor/ folder)")
         classifier = Classifier.load(folder, device)
         meta_file = folder / "extractor.json"
@@ -74,7 +72,7 @@ class FeatureExtractor:
         identity = {"model": classifier.spec.model, "epochs": classifier.spec.epochs, "seed": classifier.spec.seed,
                     "train_images": meta.get("train_images", "?"), "trained_on": meta.get("trained_on"),
                     "val_weighted_f1": classifier.val_metrics.get("val_weighted_f1"),
-                    "weights_sha256": hashlib.sha256((folder / _WEIGHTS).read_bytes()).hexdigest(),
+                    "weights_sha256": hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest(),
                     "classes": list(classifier.class_names), "dim": getattr(classifier.model, "num_features", None)}
         extractor = cls(classifier, identity)
         extractor.folder = folder.resolve()  # where it lives: not part of the identity (caches stay valid if moved)
@@ -99,7 +97,7 @@ def extractor_for(features: str | Path, train: ImageDataset, val: ImageDataset, 
     record = {"spec": dataclasses.asdict(spec), "data": fingerprint, "train_rows": rows_fingerprint(train.rows),
               "val_rows": rows_fingerprint(val.rows)}
     folder = Path(cache_dir) / cache_key(record)
-    if fingerprint is None or not (folder / _WEIGHTS).is_file():
+    if fingerprint is None or not (folder / WEIGHTS).is_file():
         say(f"features: training a {spec.model} classifier on {len(train)} real training images "
             f"({spec.epochs} epochs) as the feature extractor")
         classifier = Classifier.fit_dataset(train, val, spec, device, label="feature extractor")

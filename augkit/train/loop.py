@@ -167,12 +167,12 @@ class StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _differences(saved, now, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two JSON-like records."""
+def _differences(saved, now, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, saved value, value now) of every leaf that differs between two JSON-like records."""
     if isinstance(saved, dict) and isinstance(now, dict):
         return [d for k in sorted(set(saved) | set(now), key=str)
                 for d in _differences(saved.get(k), now.get(k), f"{prefix}{k}.")]
-    return [prefix.rstrip(".")] if saved != now else []
+    return [(prefix.rstrip("."), saved, now)] if saved != now else []
 
 
 def check_resumable(run_dir: Path, identity: dict) -> None:
@@ -184,16 +184,11 @@ def check_resumable(run_dir: Path, identity: dict) -> None:
     saved = json.loads(saved_file.read_text()).get("identity")
     if saved is None:
         return  # a run folder of a version that did not record it
-    now = json.loads(json.dumps(identity, default=str))
-    diffs = _differences(saved, now)
+    diffs = _differences(saved, json.loads(json.dumps(identity, default=str)))
     if diffs:
-        first = diffs[0]
-        old, new = saved, now
-        for part in first.split("."):
-            old = old.get(part) if isinstance(old, dict) else None
-            new = new.get(part) if isinstance(new, dict) else None
+        key, old, new = diffs[0]
         more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
-        raise UserError(f"{run_dir}: cannot resume: it was started with {first} = {old!r}, now {new!r}{more}; "
+        raise UserError(f"{run_dir}: cannot resume: it was started with {key} = {old!r}, now {new!r}{more}; "
                         "resume with the parameters it was started with, or start a new run in another folder")
 
 
