@@ -5,16 +5,25 @@ samples change class). The filter trains a classifier on the real training split
 generated image of class c only when that classifier gives it class c with probability >= threshold.
 It works with any augmenter: the driver asks for more candidates until the amount is reached, records
 the acceptance rate per class, and refuses clearly when a class's rate makes the amount unreachable.
+
+With ``manifold_k`` > 0 it is *selective* synthetic augmentation: a confident image is also kept only
+when its features (the same classifier's penultimate layer) fall inside the real class's manifold,
+the union of balls around each real training image of the class reaching its k-th nearest real
+neighbour of that class (the precision estimate of Kynkäänniemi et al. 2019, per image). Confidence
+alone keeps images far from any real cell as long as they sit deep inside a class's decision region;
+the manifold test drops those, and counts them apart.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from augkit.data.reader import ImageDataset
+from augkit.errors import UserError
 from augkit.evaluate.classifier import Classifier, ClassifierSpec
 
 
@@ -26,18 +35,29 @@ class FilterSpec(ClassifierSpec):
     epochs: int = field(default=5, metadata={"min": 1})
     max_tries: float = field(default=10.0, metadata={
         "min": 1, "help": "give up on a class after this many candidates per requested image"})
+    manifold_k: int = field(default=0, metadata={
+        "min": 0, "help": "selective: also keep an image only inside the real class's k-nearest-neighbour manifold "
+                          "in the classifier's features (k-th neighbour radius); 0 = confidence only"})
+
+    def classifier_fields(self) -> dict:
+        """What the classifier depends on (not how its answers are used): the key of a trained filter."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(ClassifierSpec)}
 
 
 class ConsistencyFilter:
     """A classifier of real images and the threshold it applies; counts what it saw per class."""
 
-    def __init__(self, classifier: Classifier) -> None:
+    def __init__(self, classifier: Classifier, spec: FilterSpec | None = None) -> None:
+        """``spec``: how to use the classifier (threshold, tries, manifold test); default: the spec it was
+        trained with."""
         self.classifier = classifier
-        self.spec: FilterSpec = classifier.spec
+        self.spec: FilterSpec = spec if spec is not None else classifier.spec
         self.class_names = classifier.class_names
         self.val_metrics = classifier.val_metrics
         self.tried = np.zeros(len(self.class_names), np.int64)
         self.accepted = np.zeros(len(self.class_names), np.int64)
+        self.outside = np.zeros(len(self.class_names), np.int64)  # confident, but off the real manifold
+        self.manifold: list[tuple[np.ndarray, np.ndarray]] | None = None  # per class: real features, radii
 
     @classmethod
     def train(cls, train: ImageDataset, val: ImageDataset, spec: FilterSpec, device: str) -> "ConsistencyFilter":
@@ -49,21 +69,61 @@ class ConsistencyFilter:
         """Softmax over classes for uint8 (n, H, W, 3) images."""
         return self.classifier.probabilities(images)
 
+    def fit_manifold(self, train: ImageDataset, max_per_class: int = 5000, seed: int = 0) -> "ConsistencyFilter":
+        """Embed the real training images of every class (at most ``max_per_class``, drawn with ``seed``)
+        and the radius of each to its ``manifold_k``-th nearest neighbour of its class: what
+        :meth:`accept` tests generated images against. Returns the filter."""
+        from augkit.quality.manifold import knn_radii
+
+        k, labels = self.spec.manifold_k, np.asarray(train.labels)
+        rng = np.random.default_rng(seed)
+        self.manifold = []
+        for c, name in enumerate(self.class_names):
+            members = np.flatnonzero(labels == c)
+            if len(members) <= k:
+                raise UserError(f"filter: class '{name}' has {len(members)} training images; the manifold test with "
+                                f"manifold_k = {k} needs more than k (lower manifold_k, or 0 for confidence only)")
+            if len(members) > max_per_class:
+                members = np.sort(rng.choice(members, max_per_class, replace=False))
+            features = self.classifier.features(train.read(members))
+            self.manifold.append((features, knn_radii(features, k)))
+        return self
+
     def accept(self, images: np.ndarray, label: int) -> np.ndarray:
         """Boolean mask of the images kept as class ``label``; updates the per-class counts."""
         keep = self.probabilities(images)[:, label] >= self.spec.threshold
+        if self.spec.manifold_k and keep.any():
+            if self.manifold is None:
+                raise RuntimeError("a selective filter (manifold_k > 0) needs fit_manifold(train) before accept()")
+            inside = np.zeros(len(images), bool)
+            inside[keep] = self._inside(self.classifier.features(images[keep]), label)
+            self.outside[label] += int((keep & ~inside).sum())
+            keep &= inside
         self.tried[label] += len(images)
         self.accepted[label] += int(keep.sum())
         return keep
 
+    def _inside(self, features: np.ndarray, label: int) -> np.ndarray:
+        """Which feature vectors lie in at least one real ball of class ``label``."""
+        from sklearn.metrics import pairwise_distances_chunked
+
+        centres, radii = self.manifold[label]
+        return np.concatenate([(block <= radii[None, :]).any(1)
+                               for block in pairwise_distances_chunked(features, centres, working_memory=64)])
+
     def rates(self) -> dict[str, dict]:
-        """Per class: candidates tried, accepted, and the acceptance rate."""
-        return {name: {"tried": int(t), "accepted": int(a), "rate": (float(a / t) if t else None)}
-                for name, t, a in zip(self.class_names, self.tried, self.accepted)}
+        """Per class: candidates tried, accepted, and the acceptance rate (selective: also how many
+        confident candidates lay outside the real manifold)."""
+        out = {}
+        for name, t, a, o in zip(self.class_names, self.tried, self.accepted, self.outside):
+            out[name] = {"tried": int(t), "accepted": int(a), "rate": (float(a / t) if t else None)}
+            if self.spec.manifold_k:
+                out[name]["outside_manifold"] = int(o)
+        return out
 
     def save(self, path: str | Path) -> Path:
         return self.classifier.save(path)
 
     @classmethod
-    def load(cls, path: str | Path, device: str) -> "ConsistencyFilter":
-        return cls(Classifier.load(path, device, FilterSpec))
+    def load(cls, path: str | Path, device: str, spec: FilterSpec | None = None) -> "ConsistencyFilter":
+        return cls(Classifier.load(path, device, FilterSpec), spec)

@@ -249,9 +249,11 @@ def _write_from_ranks(chunks: list[tuple[int, int, int]], make: Callable[..., Sa
                                   parent=parent, parent2=parent2)
                     advance(len(samples.images))
         if consistency is not None:  # the filter's counts over all ranks, for the provenance and summary
-            counts = distributed.all_gather_object((consistency.tried.copy(), consistency.accepted.copy()))
+            counts = distributed.all_gather_object((consistency.tried.copy(), consistency.accepted.copy(),
+                                                    consistency.outside.copy()))
             consistency.tried = np.sum([c[0] for c in counts], axis=0)
             consistency.accepted = np.sum([c[1] for c in counts], axis=0)
+            consistency.outside = np.sum([c[2] for c in counts], axis=0)
 
         def merge() -> None:
             views = [H5Dataset(parts / f"rank{r}.h5") for r in range(world)]
@@ -303,11 +305,14 @@ def _filtered(augmenter: Augmenter, consistency, label: int, n: int, ctx: Contex
         rate = accepted / tried if tried else 1.0
         ask = min(GENERATE_BATCH, max(8, math.ceil((n - have) / max(rate, 0.05))))
         if tried + ask > budget:
+            outside = int(consistency.outside[label])
+            why = (f" ({outside} more were confident but outside the real class's manifold)"
+                   if consistency.spec.manifold_k else "")
             raise UserError(
-                f"filter: class '{name}': only {accepted} of {tried} generated images ({rate:.1%}) were classified "
-                f"as '{name}' with p >= {consistency.spec.threshold}; {class_total} are requested, more than "
+                f"filter: class '{name}': only {accepted} of {tried} generated images ({rate:.1%}) were kept as "
+                f"'{name}' with p >= {consistency.spec.threshold}{why}; {class_total} are requested, more than "
                 f"max_tries = {consistency.spec.max_tries} candidates per image can give. Lower the filter's "
-                "threshold or the amount, or train the generator longer")
+                "threshold (or manifold_k) or the amount, or train the generator longer")
         batch = generate_checked(augmenter, label, ask, ctx.child(attempt), train.image_size)
         attempt += 1
         keep = consistency.accept(batch.images, label)

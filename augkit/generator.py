@@ -29,6 +29,9 @@ class GenerativeAugmenter(Augmenter):
 
     trains = True
     described_as: ClassVar[str] = "a generator"  # in messages about a parameter that needs one
+    #: whether an encoder can be trained through ``G`` (the latent augmenters back-propagate through it);
+    #: False for a generator whose ``G`` is a long sampling loop (a diffusion model's)
+    encodable: ClassVar[bool] = True
 
     def __init__(self, params=None):
         super().__init__(params)
@@ -118,6 +121,15 @@ def load_generator(path: str | Path, needs: str = "latent augmenters need a gene
         raise DataError(f"{path}: holds augmenter '{name}', which is not a generator; {needs} "
                         f"({', '.join(generator_names())})")
     return cls.load(path)
+
+
+def encodable_generator(cls: type) -> bool:
+    """Whether augmenter class ``cls`` is a generator an encoder can be trained through: what the latent
+    augmenters' ``generator`` parameter accepts (an AUGMENTER_REF test)."""
+    return issubclass(cls, GenerativeAugmenter) and cls.encodable
+
+
+encodable_generator.described_as = "a generator an encoder can be trained through"
 
 
 def cannot_choose_a_class(name: str) -> str:

@@ -32,6 +32,7 @@ PUBLIC_MODULES = (
     "augkit.loading",               # fits_in_memory, stream_batches: data larger than memory
     "augkit.distributed",           # rank, world_size, is_main, wrap: torchrun-aware plugins
     "augkit.train.loop",            # Task, Streams, Cadence, run_training: the training loop
+    "augkit.train.snapshots",       # SnapshotSpec, SnapshotJudge, snapshots_for: keep the best-scored snapshot
     "augkit.train.checkpoint",      # save_checkpoint, load_checkpoint (weights-only, atomic)
     "augkit.train.ema",             # EMA of a network's weights
     "augkit.train.diffaugment",     # diff_augment: differentiable augmentation for a discriminator

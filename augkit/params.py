@@ -23,10 +23,24 @@ from augkit.errors import ParamError
 #: Field metadata marking a parameter whose value is the folder of a saved augmenter. In a recipe it
 #: may name another step instead, which then runs first and hands over its folder. The value: the
 #: augmenter names accepted (a tuple), an Augmenter base class whose subclasses are accepted (e.g.
-#: augkit.generator.GenerativeAugmenter: any generator, a plugin's too), or () for any. Example::
+#: augkit.generator.GenerativeAugmenter: any generator, a plugin's too), a function of the augmenter
+#: class that says whether it is accepted (its ``described_as`` names them in messages; e.g.
+#: augkit.generator.encodable_generator), or () for any. Example::
 #:
 #:     base: str | None = field(default=None, metadata={AUGMENTER_REF: ("vanilla",)})
 AUGMENTER_REF = "augmenter_ref"
+
+#: Field metadata marking a parameter that bounds how long one session trains (a wall-time budget),
+#: not what is trained: a run made in several budget pieces is the run made in one, so such fields
+#: are left out of cache keys and resume checks. Example::
+#:
+#:     minutes: float = field(default=0.0, metadata={BUDGET: True, "help": "wall-time budget"})
+BUDGET = "augkit_budget"
+
+
+def budget_fields(cls: type) -> set[str]:
+    """The names of ``cls``'s parameter fields marked :data:`BUDGET`."""
+    return {f.name for f in dataclasses.fields(cls) if f.metadata.get(BUDGET)} if dataclasses.is_dataclass(cls) else set()
 
 
 def did_you_mean(word: str, choices) -> str:

@@ -296,21 +296,26 @@ def _parse_data(raw: dict, w: _Where) -> DataSpec:
 
 
 def _ref_fields(cls: type) -> dict[str, tuple[str, ...] | type]:
-    """Parameters that take a saved augmenter: what each accepts (names, a base class, or () for any)."""
-    return {f.name: (f.metadata[AUGMENTER_REF] if isinstance(f.metadata[AUGMENTER_REF], type)
+    """Parameters that take a saved augmenter: what each accepts (names, a base class, a test of the
+    augmenter class, or () for any)."""
+    return {f.name: (f.metadata[AUGMENTER_REF] if callable(f.metadata[AUGMENTER_REF])
                      else tuple(f.metadata[AUGMENTER_REF]))
             for f in dataclasses.fields(cls.Params) if AUGMENTER_REF in f.metadata}
 
 
+def _class_test(accepted):
+    return (lambda c: issubclass(c, accepted)) if isinstance(accepted, type) else accepted
+
+
 def _accepts(accepted: tuple[str, ...] | type, name: str, registry) -> bool:
-    if isinstance(accepted, type):
-        return issubclass(registry.get(name).cls, accepted)
+    if callable(accepted):
+        return bool(_class_test(accepted)(registry.get(name).cls))
     return not accepted or name in accepted
 
 
 def _describe_accepted(accepted: tuple[str, ...] | type, registry) -> str:
-    if isinstance(accepted, type):
-        names = [n for n in registry.names() if issubclass(registry.get(n).cls, accepted)]
+    if callable(accepted):
+        names = [n for n in registry.names() if _class_test(accepted)(registry.get(n).cls)]
         return f"{getattr(accepted, 'described_as', accepted.__name__)} ({', '.join(names) or 'none installed'})"
     return " or ".join(repr(a) for a in accepted)
 

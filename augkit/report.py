@@ -192,10 +192,17 @@ def run_markdown(out: Path, recipe, state: dict) -> str:
             rates = stages.get(f"generate {s['id']}", {}).get("filter")
             if rates:
                 f = s["filter"]
-                lines += [f"### Class-consistency filter of {s['id']} ({f['model']}, keep p >= {f['threshold']})", "",
-                          "| class | candidates | kept | acceptance |", "|---|---|---|---|"]
+                selective = bool(f.get("manifold_k"))
+                rule = f"keep p >= {f['threshold']}" + (f" and inside the real class's {f['manifold_k']}-NN manifold"
+                                                         if selective else "")
+                title = "Selective filter" if selective else "Class-consistency filter"
+                lines += [f"### {title} of {s['id']} ({f['model']}, {rule})", "",
+                          "| class | candidates | kept | acceptance |" + (" confident but off the manifold |"
+                                                                         if selective else ""),
+                          "|---|---|---|---|" + ("---|" if selective else "")]
                 lines += [f"| {k} | {v['tried']} | {v['accepted']} | "
-                          + ("—" if v["rate"] is None else f"{v['rate']:.1%}") + " |" for k, v in rates.items()]
+                          + ("—" if v["rate"] is None else f"{v['rate']:.1%}") + " |"
+                          + (f" {v.get('outside_manifold', 0)} |" if selective else "") for k, v in rates.items()]
                 lines.append("")
         for s in steps:
             table = out / "steps" / s["id"] / "diversity.md"
@@ -208,6 +215,11 @@ def run_markdown(out: Path, recipe, state: dict) -> str:
             lines += ["### Training losses", ""]
             lines += [" ".join(f"![{p.relative_to(out).parts[1]}]({p.relative_to(out).as_posix()})"
                                for p in curves), ""]
+        scores = sorted(out.glob("steps/*/**/metrics.png"))
+        if scores:
+            lines += ["### Generator scores over training (the kept snapshot is the best by its metric)", ""]
+            lines += [" ".join(f"![{p.relative_to(out).parts[1]}]({p.relative_to(out).as_posix()})"
+                               for p in scores), ""]
 
     lines += _quality_section(out, steps)
     if summary is not None:

@@ -19,7 +19,6 @@ needing the same generator copies it instead of training it again.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import time
@@ -34,6 +33,7 @@ from augkit.cache import cache_key, cache_root
 from augkit.data.reader import H5Dataset, ImageDataset
 from augkit.data.split import Split, nested_subsets, rows_fingerprint, stratified_split
 from augkit.errors import DataError, UserError
+from augkit.params import budget_fields
 from augkit.progress import also_log
 from augkit.recipe import Recipe, StepSpec
 
@@ -132,9 +132,10 @@ class Runner:
             except (OSError, ValueError):
                 raise UserError(f"{resolved}: missing or unreadable, so this run cannot be resumed; "
                                 "start a new run with another --out") from None
-            if before != json.loads(json.dumps(self.recipe.resolved)):
-                changed = sorted(k for k in set(before) | set(self.recipe.resolved)
-                                 if before.get(k) != json.loads(json.dumps(self.recipe.resolved)).get(k))
+            now = _without_budgets(json.loads(json.dumps(self.recipe.resolved)))
+            before = _without_budgets(before)
+            if before != now:  # a wall-time budget may change between pieces: the rest may not
+                changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
                 raise UserError(f"{self.out}: the recipe differs from the one this run started with "
                                 f"(changed: {', '.join(changed)}); resume with the same recipe and --set values, "
                                 "or start a new run with another --out")
@@ -217,8 +218,10 @@ class Runner:
 
         plugin = get_registry().plugin_of(cls)
         train_rows = rows_fingerprint(self.split.train)
+        # a wall-time budget bounds a session, not the result: a run made in pieces has the key of one made at once
+        budget = budget_fields(cls.Params)
         params = {k: (f"step:{self.step_keys[v]}" if k in step.refs else val)
-                  for k, val in step.params.items() for v in [step.refs.get(k)]}
+                  for k, val in step.params.items() for v in [step.refs.get(k)] if k not in budget}
         record = {"augmenter": step.name, "plugin": None if plugin is None else [plugin.distribution, plugin.version],
                   "augkit": __version__, "params": params, "seed": step.seed,
                   "data": self.base.info.fingerprint, "train_rows": train_rows}
@@ -314,7 +317,7 @@ class Runner:
         """The filter's classifier for ``spec``: trained once per run on the real training split."""
         from augkit.filter import ConsistencyFilter
 
-        key = cache_key(dataclasses.asdict(spec))
+        key = cache_key(spec.classifier_fields())  # one classifier for filters that only use it differently
         folder = self.here / "filters" / key
 
         def train() -> dict:
@@ -331,7 +334,11 @@ class Runner:
 
         folder.parent.mkdir(parents=True, exist_ok=True)
         self._stage(self._name(f"filter {key}"), train)
-        return ConsistencyFilter.load(folder, self.device)
+        # the step's own threshold, tries and manifold test over the shared classifier; its own counts
+        consistency = ConsistencyFilter.load(folder, self.device, spec)
+        if spec.manifold_k:
+            consistency.fit_manifold(self._train_rows())
+        return consistency
 
     def _diversity(self, step: StepSpec, augmenter, train: ImageDataset, step_dir: Path) -> None:
         """Per-class MS-SSIM of generated vs real images (steps/<id>/diversity.md): the collapse alarm."""
@@ -486,6 +493,18 @@ class Runner:
                 f"--out {self.out} --resume (and the same --set values)") from None
         html = self.out / "report.html"
         return html if html.exists() else self.out
+
+
+def _without_budgets(resolved: dict) -> dict:
+    """A resolved recipe without the steps' wall-time budget parameters (see augkit.params.BUDGET)."""
+    from augkit.registry import get_registry
+
+    registry = get_registry()
+    steps = []
+    for step in resolved.get("augment") or []:
+        budget = budget_fields(registry.get(step["name"]).cls.Params) if step["name"] in registry.names() else set()
+        steps.append({**step, "params": {k: v for k, v in step["params"].items() if k not in budget}})
+    return {**resolved, "augment": steps}
 
 
 def run_recipe(recipe: Recipe, **kwargs) -> Path:

@@ -17,11 +17,16 @@ DATA_MAY_IMPORT = {"augkit", "augkit.errors", "augkit.atomic", "augkit.params", 
 
 
 def _modules() -> dict[str, Path]:
-    """Dotted module name -> file, for augkit/ and each package under plugins/."""
+    """Dotted module name -> file, for augkit/ and each package under plugins/ (packaged with augkit, or
+    a distribution of its own: a folder with its own pyproject.toml, whose packages sit inside it)."""
     found = {}
-    for base, prefix_parts in ((ROOT / "augkit", 1), (ROOT / "plugins", 0)):
+    plugins = ROOT / "plugins"
+    distributions = [d for d in plugins.iterdir() if (d / "pyproject.toml").is_file()]
+    roots = [(ROOT / "augkit", 1), (plugins, 0), *((d, 0) for d in distributions)]
+    for base, prefix_parts in roots:
         for path in base.rglob("*.py"):
-            if "build" in path.relative_to(base).parts:
+            inside = path.relative_to(base).parts
+            if "build" in inside or (base == plugins and (plugins / inside[0]) in distributions):
                 continue
             parts = list(path.relative_to(base.parent if prefix_parts else base).with_suffix("").parts)
             if parts[-1] == "__init__":
@@ -107,6 +112,7 @@ def test_the_walker_sees_the_imports_it_must():
     assert "augkit.errors" in GRAPH["augkit.data.reader"]
     assert "augkit.runner" in GRAPH["augkit.cli.run"]  # imported inside command functions
     assert "augkit_gan.networks" in GRAPH["augkit_gan.augmenters"]  # a relative or absolute import in a plugin
+    assert "augkit_diffusion.sampler" in GRAPH["augkit_diffusion.augmenter"]  # a plugin distribution of its own
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
 

@@ -1,5 +1,6 @@
 """The class-consistency filter: a planted classifier decides, the driver keeps only what it accepts,
-counts acceptance per class, and refuses clearly when a class cannot reach its amount."""
+counts acceptance per class, and refuses clearly when a class cannot reach its amount; the selective
+filter also drops confident images that lie off the real class's manifold, and counts them."""
 
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def test_a_class_that_cannot_reach_its_amount_is_refused_and_nothing_is_written(
             return Samples(np.zeros((n, 8, 8, 3), np.uint8))
 
     with pytest.raises(UserError, match=r"filter: class 'light': only 0 of \d+ generated images \(0.0%\) were "
-                                        r"classified as 'light' with p >= 0.9"):
+                                        r"kept as 'light' with p >= 0.9"):
         augment_to_file(AlwaysDark(), train_set(), tmp_path / "out.h5", {"per_class": 5},
                         Context(seed=0, device="cpu"), consistency=planted(max_tries=3))
     assert not (tmp_path / "out.h5").exists()
@@ -103,3 +104,66 @@ def test_recipe_filter_options_are_checked(tmp_path):
         load_recipe(path)
     path.write_text('[[augment]]\nname = "classical"\namount = 0.5\nfilter = { threshold = 0.7, epochs = 2 }\n')
     assert load_recipe(path).step("classical").filter == FilterSpec(threshold=0.7, epochs=2)
+
+
+class MeanColour(BrightIsClassZero):
+    """The planted classifier with planted features: an image's mean colour (3 numbers)."""
+
+    def forward_features(self, x):
+        return x
+
+    def forward_head(self, x, pre_logits=False):
+        return x.mean(dim=(2, 3)) if pre_logits else self(x)
+
+
+class ThreeKinds(HalfBright):
+    """Candidates in turn: grey and bright (as the real light cells), bright but yellow (confidently
+    light, yet like no real cell), and dark."""
+
+    def generate(self, label, n, ctx):
+        kinds = np.array([[230, 230, 230], [255, 255, 150], [10, 10, 10]], np.uint8)
+        which = (self.calls + np.arange(n)) % 3
+        self.calls += n
+        return Samples(np.broadcast_to(kinds[which][:, None, None, :], (n, 8, 8, 3)).copy())
+
+
+def selective(k=3, threshold=0.9) -> ConsistencyFilter:
+    rng = np.random.default_rng(0)
+    light = 230 + rng.integers(-6, 7, (12, 1, 1, 3))
+    dark = 20 + rng.integers(-6, 7, (12, 1, 1, 3))
+    images = np.broadcast_to(np.concatenate([light, dark]), (24, 8, 8, 3)).astype(np.uint8)
+    real = ArrayDataset(images, np.repeat([0, 1], 12), ["light", "dark"])
+    spec = FilterSpec(threshold=threshold, manifold_k=k)
+    return ConsistencyFilter(Classifier(MeanColour(), spec, ("light", "dark"), "cpu")).fit_manifold(real)
+
+
+def test_the_selective_filter_drops_confident_images_off_the_real_manifold_and_counts_them(tmp_path):
+    filt = selective()
+    summary = augment_to_file(ThreeKinds(), train_set(), tmp_path / "out.h5", {"per_class": 10},
+                              Context(seed=0, device="cpu"), consistency=filt)
+    out = H5Dataset(tmp_path / "out.h5")
+    light = out.read(np.flatnonzero(out.labels == 0))
+    assert len(light) == 10 and (light == 230).all()  # neither the yellow nor the dark ones
+    rates = summary["filter"]["light"]
+    assert rates["outside_manifold"] == pytest.approx(rates["tried"] / 3, abs=1)  # every yellow one
+    assert rates["accepted"] == pytest.approx(rates["tried"] / 3, abs=1)
+    assert out.provenance["filter"]["per_class"]["light"]["outside_manifold"] == rates["outside_manifold"]
+    # the plain filter, same classifier and threshold, keeps the yellow ones too
+    plain = ConsistencyFilter(filt.classifier, FilterSpec(threshold=0.9))
+    kept = plain.accept(_three(30), 0)
+    assert kept.sum() == 20 and "outside_manifold" not in plain.rates()["light"]
+
+
+def _three(n):
+    aug = ThreeKinds()
+    aug.calls = 0
+    return aug.generate(0, n, None).images
+
+
+def test_the_manifold_is_the_class_s_own_and_needs_more_images_than_k():
+    filt = selective()
+    grey_dark = np.full((3, 8, 8, 3), 20, np.uint8)
+    assert filt._inside(filt.classifier.features(grey_dark), 1).all()
+    assert not filt._inside(filt.classifier.features(grey_dark), 0).any()  # dark cells are not light ones
+    with pytest.raises(UserError, match="class 'light' has 12 training images; the manifold test with manifold_k = 12"):
+        selective(k=12)

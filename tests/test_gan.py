@@ -184,7 +184,7 @@ def test_thesis_acgan_trains_only_its_heads_and_the_realness_layer(demo16, tmp_p
 def test_vanilla_cannot_make_images_of_a_class(demo16, tmp_path):
     with pytest.raises(UserError, match=r"cannot choose a class.*class-conditional generator \(acgan, cgan"):
         augment_to_file(get_augmenter("vanilla", TINY), demo16, tmp_path / "o.h5", 0.5, _ctx(tmp_path))
-    with pytest.raises(UserError, match=r"use a class-conditional generator \(acgan, cgan\)"):
+    with pytest.raises(UserError, match=r"use a class-conditional generator \(acgan, cgan, diffusion\)"):
         get_augmenter("vanilla").generate(0, 1, _ctx(tmp_path))
 
 

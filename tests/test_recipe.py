@@ -101,7 +101,7 @@ def test_shipped_recipes_are_valid():
      r"params.base = 'classical' is a 'classical' step; expected 'vanilla'"),
     ("[[augment]]\nname = \"classical\"\n[[augment]]\nname = \"latent_perturb\"\namount = 0.5\n"
      "params = { generator = \"classical\" }\n",
-     r"params.generator = 'classical' is a 'classical' step; expected a generator \(acgan, cgan, vanilla\)"),
+     r"params.generator = 'classical' is a 'classical' step; expected a generator an encoder can be trained through \(acgan, cgan, vanilla\)"),
     ("[[augment]]\nname = \"classical\"\n[[augment]]\nname = \"classical\"\n", r"two steps are called 'classical'"),
     ("[data]\nsplit = { train = 0.7, vall = 0.3 }\n", r"unknown split part 'vall'; did you mean 'val'"),
     ("[data\nsource = 1\n", r"r\.toml: not valid TOML: .*line 1"),

@@ -163,6 +163,38 @@ def test_an_interrupted_training_stage_resumes_from_its_checkpoint(tmp_path, mon
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed training must end with the same weights"
 
 
+def test_a_step_out_of_budget_pauses_and_resumes_with_the_key_of_a_run_made_at_once(tmp_path, monkeypatch):
+    from augkit.errors import Paused
+
+    path = recipe_file(tmp_path, text='[recipe]\nname = "tiny"\n' + DATA_AND_GAN)
+    out = tmp_path / "run"
+    with pytest.raises(Paused, match="step 1 of 4.*--resume"):
+        run(path, out, ["augment.vanilla.params.minutes=1e-9"])  # spent after the first step
+    assert "train vanilla" not in state(out)
+    assert not (out / "steps" / "vanilla" / "augmenter").exists()  # nothing uses an unfinished run
+    assert not any(p for p in (tmp_path / "cache").glob("*") if not p.name.startswith("."))
+    run(path, out, ["augment.vanilla.params.minutes=30"], resume=True)  # another budget: the same run
+    assert "resuming 'vanilla'" in (out / "run.log").read_text()
+    monkeypatch.setenv("AUGKIT_CACHE_DIR", str(tmp_path / "other-cache"))
+    straight = tmp_path / "straight"
+    run(path, straight)
+    assert state(out)["train vanilla"]["key"] == state(straight)["train vanilla"]["key"]
+    a, b = weights(out, "vanilla"), weights(straight, "vanilla")
+    assert all(torch.equal(a[k], b[k]) for k in a), "a run in budget pieces must end with the weights of one"
+
+
+def test_paused_training_says_so_and_exits_3(tmp_path):
+    from conftest import write_dataset
+
+    data = write_dataset(tmp_path / "d.h5", counts=(8, 8), size=16)
+    result = run_cli("train", "vanilla", "--data", str(data), "--out", str(tmp_path / "t"),
+                     "--param", "steps=4", "--param", "minutes=1e-9", "--param", "g_channels=16",
+                     "--param", "d_channels=8", "--param", "batch_size=8")
+    assert result.returncode == 3, result.stderr
+    assert "paused" in result.stderr and "--resume" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "t" / "augmenter").exists()
+
+
 def test_finished_stages_are_skipped_when_a_later_stage_was_interrupted(tmp_path, monkeypatch):
     path = recipe_file(tmp_path, evaluate=False)
     out = tmp_path / "run"

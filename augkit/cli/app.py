@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from augkit import __version__, distributed
 from augkit.cli.common import err
-from augkit.errors import AugkitError
+from augkit.errors import AugkitError, Paused
 from augkit.progress import set_quiet
 
 
@@ -21,6 +21,10 @@ class AugkitGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except Paused as exc:
+            # not a failure: the budget ran out with a checkpoint; the message says how to continue
+            err.print(f"[yellow]paused[/]: {escape(str(exc))}", highlight=False, soft_wrap=True)
+            ctx.exit(exc.exit_code)
         except AugkitError as exc:
             if ctx.obj and ctx.obj.get("traceback"):
                 raise

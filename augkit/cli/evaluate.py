@@ -30,7 +30,7 @@ from augkit.cli.common import DEVICE, SYNC_BN, out
               help="The most epochs a run may train (with --schedule onecycle: exactly this many).")
 @click.option("--schedule", type=click.Choice(["plateau", "onecycle"]), default="plateau", show_default=True,
               help="plateau: train until validation weighted F1 stops improving; onecycle: a fixed schedule.")
-@click.option("--patience", default=4, show_default=True, type=click.IntRange(min=1),
+@click.option("--patience", default=3, show_default=True, type=click.IntRange(min=1),
               help="Validation checks without improvement before the learning rate is cut or the run stops.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(0, min_open=True))

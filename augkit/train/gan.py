@@ -44,6 +44,8 @@ class GANConfig:
     n_critic: int = field(default=1, metadata={"min": 1, "help": "D updates per G update"})
     gp_weight: float = field(default=10.0, metadata={"min": 0, "help": "WGAN-GP penalty weight"})
     aux_weight: float = field(default=1.0, metadata={"min": 0, "help": "auxiliary classifier loss weight"})
+    aux_on_fakes: bool = field(default=True, metadata={
+        "help": "D's auxiliary classifier also learns the fakes' classes (AC-GAN); false: real images only"})
     diffaugment: str = field(default="", metadata={"help": "e.g. 'color,translation,cutout'; '' = off"})
     ema_decay: float = field(default=0.0, metadata={"min": 0, "max": 1, "help": "generator EMA; 0 = off"})
     balanced_classes: bool = field(default=False, metadata={"help": "draw real batches class-balanced"})
@@ -64,7 +66,8 @@ class GANTask(Task):
                  terms: list[Objective] | None = None):
         self.kind, self.cfg, self.streams, self.dev = kind, cfg, streams, device
         self.G, self.D, self.labels, self.conditional, self.num_classes = G, D, labels, conditional, num_classes
-        self.terms = terms if terms is not None else objectives(cfg.loss, cfg.aux_weight, cfg.gp_weight)
+        self.terms = terms if terms is not None else objectives(cfg.loss, cfg.aux_weight, cfg.gp_weight,
+                                                                cfg.aux_on_fakes)
         self.streamed = isinstance(images, ImageDataset)
         self.n = len(images)
         self.batch = min(cfg.batch_size, self.n)
@@ -211,8 +214,12 @@ class GANTask(Task):
         return total, logs
 
     # -- what the run shows ------------------------------------------------------------------------
+    def generating_net(self) -> nn.Module:
+        """The network that makes the run's images: the EMA generator when there is one."""
+        return self.ema.module if self.ema is not None else self.G
+
     def sample(self, step: int, path: Path) -> None:
-        net = self.ema.module if self.ema is not None else self.G
+        net = self.generating_net()
         was_training = net.training
         net.eval()
         with torch.no_grad():
@@ -245,6 +252,7 @@ def train_gan(
     callback: Callable[[int], None] | None = None,
     terms: list[Objective] | None = None,
     identity: dict | None = None,
+    judge=None,
 ) -> dict:
     """Train G and D on uint8 NHWC ``images``; the trained weights stay in G, D (and the returned EMA).
 
@@ -253,6 +261,8 @@ def train_gan(
     layers stay exactly as they were. ``terms``: the objective (default: ``cfg.loss``, the auxiliary
     class loss and, for wgan-gp, the gradient penalty). ``identity``: what a resumed run must share with
     the one it continues (the networks' settings; the loop adds the optimisation settings but the budget).
+    ``judge`` (an :class:`augkit.train.snapshots.SnapshotJudge`): score the generator every
+    ``judge.spec.every`` steps and keep the best snapshot (``checkpoints/best.pt``, ``metrics.jsonl``).
 
     ``images`` is a uint8 tensor in memory, or a lazy :class:`ImageDataset` (larger than memory) whose
     batches DataLoader workers read ahead; each batch's rows are then a function of (seed, rank, draw),
@@ -278,6 +288,12 @@ def train_gan(
     budget = ("steps", "max_minutes", "checkpoint_every", "sample_every", "log_every")
     identity = {**(identity or {}), "seed": seed, "conditional": conditional,
                 "optimisation": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in budget}}
+    snapshots = None
+    if judge is not None and judge.spec.every > 0:
+        from augkit.train.snapshots import snapshots_for
+
+        identity["snapshots"] = dataclasses.asdict(judge.spec)
+        snapshots = snapshots_for(judge, task.generating_net, dev)
     result = run_training(task, streams, cadence, run_dir, config=config, resume=resume, callback=callback,
-                          identity=identity)
+                          identity=identity, snapshots=snapshots)
     return {**result, "ema": task.ema}

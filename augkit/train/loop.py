@@ -9,6 +9,8 @@ by :func:`run_training`, which owns everything else:
 - the wall-time budget (the run ends with samples and a checkpoint to continue from);
 - Ctrl-C: the run stops after the current step, with a checkpoint, and says how to continue;
 - the cadence of log rows, sample grids and checkpoints;
+- metric-driven snapshots (:class:`Snapshots`): scores in ``metrics.jsonl``, the best in
+  ``checkpoints/best.pt``;
 - under torchrun: every rank stops at the same step; rank 0 alone writes.
 """
 
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 
 from augkit import distributed
-from augkit.errors import UserError
+from augkit.errors import Paused, UserError
 from augkit.progress import track
 from augkit.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 
@@ -40,6 +42,42 @@ class Cadence:
     sample_every: int = 500
     checkpoint_every: int = 500
     max_minutes: float = 0.0  # wall-time budget of this session; 0: none
+
+
+@dataclass(frozen=True)
+class Snapshots:
+    """Score the run every ``every`` steps and at its last, and keep the best snapshot.
+
+    ``score()`` returns a row of JSON numbers (rank 0 calls it); ``row[key]`` chooses (``minimise``:
+    lower is better); ``keep()`` returns what a snapshot saves (the generating network's weights). Rows
+    go to ``metrics.jsonl``, the best snapshot to ``checkpoints/best.pt`` (with its step, key and
+    value), and a checkpoint follows every score, so a resumed run continues the same record. A run
+    stopped by its wall-time budget is not scored where it stopped: the run made in pieces scores the
+    steps the run made in one piece scores, and keeps the same best snapshot."""
+
+    every: int
+    score: Callable[[], dict]
+    keep: Callable[[], dict]
+    key: str
+    minimise: bool = True
+    plot: Callable[[list[dict], Path], None] | None = None
+
+    def better(self, value: float, best: dict | None) -> bool:
+        if best is None:
+            return True
+        return value < best["value"] if self.minimise else value > best["value"]
+
+
+def best_snapshot_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints" / "best.pt"
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The score rows of a run's ``metrics.jsonl`` (none when it has no such file)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 class Streams:
@@ -194,11 +232,14 @@ def check_resumable(run_dir: Path, identity: dict) -> None:
 
 def run_training(task: Task, streams: Streams, cadence: Cadence, run_dir: str | Path, *, config: dict,
                  resume: bool = False, label: str | None = None, mean_over_ranks: bool = True,
-                 callback: Callable[[int], None] | None = None, identity: dict | None = None) -> dict:
+                 callback: Callable[[int], None] | None = None, identity: dict | None = None,
+                 snapshots: Snapshots | None = None) -> dict:
     """Train ``task`` for ``cadence.steps`` steps in ``run_dir`` (``config`` is written to config.json);
-    returns {"steps", "history", "stopped_early"}. ``mean_over_ranks``: log values averaged over ranks
-    (false for a task every rank runs identically). ``callback(step)`` runs after every step.
-    ``identity``: what a resumed run must share with the run it continues (see :func:`check_resumable`)."""
+    returns {"steps", "history", "stopped_early", "best_snapshot"}. ``mean_over_ranks``: log values
+    averaged over ranks (false for a task every rank runs identically). ``callback(step)`` runs after
+    every step. ``identity``: what a resumed run must share with the run it continues (see
+    :func:`check_resumable`). ``snapshots``: score the run and keep its best snapshot (:class:`Snapshots`;
+    ``best_snapshot`` is then {"step", "key", "value"} of the kept one)."""
     run_dir = Path(run_dir)
     ckpt_path = checkpoint_path(run_dir, resume)
     if resume and identity is not None:
@@ -210,6 +251,8 @@ def run_training(task: Task, streams: Streams, cadence: Cadence, run_dir: str | 
     # the log interval in progress: a checkpoint keeps it, so a resumed run logs the same means
     log = {"sums": {}, "count": 0}
     start = 0
+    best: dict | None = None  # the kept snapshot: step, key, value
+    trained_s = 0.0  # seconds spent in steps, over every piece of the run: what a score row's time means
     if resume:
         state = load_checkpoint(ckpt_path, kind=task.kind)
         task.load_state_dict(state)
@@ -223,6 +266,11 @@ def run_training(task: Task, streams: Streams, cadence: Cadence, run_dir: str | 
             streams.restart_after(start)
         history = json.loads(state["history"])
         log = json.loads(state.get("log", json.dumps(log)))
+        best = json.loads(state.get("best_snapshot", "null"))
+        trained_s = float(state.get("trained_s", 0.0))
+        if main and snapshots is not None:  # scores written after the checkpoint are scored again
+            rows = [r for r in read_metrics(run_dir) if r["step"] <= start]
+            _write_rows(rows, run_dir / "metrics.jsonl")
     elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(config, indent=2))
@@ -232,7 +280,7 @@ def run_training(task: Task, streams: Streams, cadence: Cadence, run_dir: str | 
         if not main:
             return
         state = {"step": step, **task.state_dict(), "rng": rngs[0], "history": json.dumps(history),
-                 "log": json.dumps({"sums": sums, "count": count})}
+                 "log": json.dumps({"sums": sums, "count": count}), "best_snapshot": json.dumps(best), "trained_s": trained_s}
         if world > 1:
             state["rng_ranks"] = rngs
         save_checkpoint(ckpt_path, state, kind=task.kind)
@@ -247,7 +295,9 @@ def run_training(task: Task, streams: Streams, cadence: Cadence, run_dir: str | 
     with StopFlag() as stop, track(f"training {label or task.kind}", cadence.steps) as bar:
         bar(start)
         while step < cadence.steps:
+            began = time.perf_counter()
             values, images = task.step()
+            trained_s += time.perf_counter() - began
             step += 1
             seen += images
             bar(1)
@@ -271,7 +321,12 @@ def run_training(task: Task, streams: Streams, cadence: Cadence, run_dir: str | 
                 count, t0, seen = 0, time.perf_counter(), 0
             if (step % cadence.sample_every == 0 or final) and main:
                 task.sample(step, run_dir / "samples" / f"step_{step:07d}.png")
-            if step % cadence.checkpoint_every == 0 or final:
+            scored = snapshots is not None and (step % snapshots.every == 0 or step == cadence.steps)
+            if scored:
+                if main:
+                    best = _score(snapshots, step, best, run_dir, task.kind, trained_s)
+                best = distributed.all_gather_object(best)[0]  # every rank keeps rank 0's record
+            if step % cadence.checkpoint_every == 0 or final or scored:
                 checkpoint(step)
             if callback is not None:
                 callback(step)
@@ -286,4 +341,32 @@ def run_training(task: Task, streams: Streams, cadence: Cadence, run_dir: str | 
                 break
     if main and history:
         plot_losses(history, run_dir / "losses.png")
-    return {"steps": step, "history": history, "stopped_early": stopped_early}
+    return {"steps": step, "history": history, "stopped_early": stopped_early, "best_snapshot": best}
+
+
+def pause_if_budget_spent(result: dict, what: str, steps: int, minutes: float) -> None:
+    """Raise :class:`augkit.errors.Paused` when ``result`` (of :func:`run_training`) ended at the budget:
+    the run is not finished, so nothing may use it as if it were."""
+    if result["stopped_early"]:
+        raise Paused(f"{what}: the wall-time budget (minutes = {minutes:g}) was spent at step {result['steps']} of "
+                     f"{steps}, with a checkpoint; run the same command with --resume to continue")
+
+
+def _write_rows(rows: list[dict], path: Path) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _score(snapshots: Snapshots, step: int, best: dict | None, run_dir: Path, kind: str,
+           trained_s: float) -> dict | None:
+    """Score the run at ``step``, append the row (with the training seconds so far: quality per
+    CPU-minute), keep the snapshot when it is the best; returns the record."""
+    row = {"step": step, "train_seconds": round(trained_s, 2), **snapshots.score()}
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    value = float(row[snapshots.key])
+    if snapshots.better(value, best):
+        best = {"step": step, "key": snapshots.key, "value": value}
+        save_checkpoint(best_snapshot_path(run_dir), {**snapshots.keep(), **best}, kind=f"{kind}-snapshot")
+    if snapshots.plot is not None:
+        snapshots.plot(read_metrics(run_dir), run_dir / "metrics.png")
+    return best

@@ -120,13 +120,18 @@ class AuxiliaryClass(Objective):
     """AC-GAN's auxiliary classifier (Odena et al. 2017): D classifies real and fake images by class and
     G is rewarded when its fakes are classified as the class asked for. Active where D has class logits."""
 
-    def __init__(self, weight: float = 1.0):
-        self.weight = weight
+    def __init__(self, weight: float = 1.0, on_fakes: bool = True):
+        """``on_fakes``: D also learns to give fakes the class they were made for (AC-GAN); False: D's
+        classifier learns from real images only, so it stays a classifier of real cells, and G is
+        rewarded only for fakes that classifier recognises (less pull towards easy, prototypical fakes)."""
+        self.weight, self.on_fakes = weight, on_fakes
 
     def d_phase(self, p):
         if p.aux_real is None:
             return None
-        aux = F.cross_entropy(p.aux_real, p.y) + F.cross_entropy(p.aux_fake, p.y)
+        aux = F.cross_entropy(p.aux_real, p.y)
+        if self.on_fakes:
+            aux = aux + F.cross_entropy(p.aux_fake, p.y)
         return self.weight * aux, {"loss_aux": aux}
 
     def g_phase(self, p):
@@ -147,10 +152,12 @@ class GradientPenalty(Objective):
         return self.weight * gradient_penalty(p.critic, p.real_in, p.fake_in, generator=p.generator), {}
 
 
-def objectives(loss: str, aux_weight: float = 1.0, gp_weight: float = 10.0) -> list[Objective]:
+def objectives(loss: str, aux_weight: float = 1.0, gp_weight: float = 10.0,
+               aux_on_fakes: bool = True) -> list[Objective]:
     """The terms of a GAN's objective for the adversarial loss ``loss``: it, the auxiliary class loss
-    (where D has class logits) and, for ``wgan-gp``, the gradient penalty."""
-    terms: list[Objective] = [Adversarial(loss), AuxiliaryClass(aux_weight)]
+    (where D has class logits; ``aux_on_fakes``: see :class:`AuxiliaryClass`) and, for ``wgan-gp``, the
+    gradient penalty."""
+    terms: list[Objective] = [Adversarial(loss), AuxiliaryClass(aux_weight, aux_on_fakes)]
     if loss == "wgan-gp":
         terms.append(GradientPenalty(gp_weight))
     return terms

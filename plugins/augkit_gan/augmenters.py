@@ -22,9 +22,10 @@ from augkit.augment import Context
 from augkit.data.reader import ImageDataset
 from augkit.errors import DataError, UserError
 from augkit.generator import GenerativeAugmenter
-from augkit.params import AUGMENTER_REF
+from augkit.params import AUGMENTER_REF, BUDGET
 from augkit.train.checkpoint import load_checkpoint, save_checkpoint
 from augkit.train.gan import GANConfig, train_gan
+from augkit.train.loop import best_snapshot_path, pause_if_budget_spent
 from augkit_gan.networks import (
     SIZES,
     Discriminator,
@@ -40,10 +41,10 @@ from augkit_gan.networks import (
 PRESETS: dict[str, dict] = {
     "thesis": {"g_channels": 1024, "d_channels": 64, "upsample": "transpose", "loss": "bce", "dropout": 0.3,
                "spectral_norm": False, "diffaugment": "", "ema_decay": 0.0, "batch_size": 20, "lr_g": 1e-5,
-               "lr_d": 1e-5, "betas": (0.5, 0.999), "epochs": 75.0},
+               "lr_d": 1e-5, "betas": (0.5, 0.999), "epochs": 75.0, "snapshot_every": 0},
     "cpu": {"g_channels": 128, "d_channels": 32, "upsample": "resize", "loss": "hinge", "dropout": 0.0,
             "spectral_norm": True, "diffaugment": "color,translation", "ema_decay": 0.999, "batch_size": 64,
-            "lr_g": 2e-4, "lr_d": 2e-4, "betas": (0.0, 0.99), "epochs": 30.0},
+            "lr_g": 2e-4, "lr_d": 2e-4, "betas": (0.0, 0.99), "epochs": 30.0, "snapshot_every": 0},
 }
 
 
@@ -55,7 +56,9 @@ class GANParams:
     epochs: float | None = field(default=None, metadata={"min": 0, "help": "passes over the training images"})
     steps: int | None = field(default=None, metadata={"min": 1, "help": "generator updates (overrides epochs)"})
     minutes: float = field(default=0.0, metadata={
-        "min": 0, "help": "wall-time budget: stop training after this long (0 = none); continue later with --resume"})
+        "min": 0, BUDGET: True,
+        "help": "wall-time budget of this session: stop after this long with a checkpoint (0 = none); the same "
+                "command with --resume continues, and a run made in pieces equals one made at once"})
     batch_size: int | None = field(default=None, metadata={"min": 2})
     lr_g: float | None = field(default=None, metadata={"min": 0})
     lr_d: float | None = field(default=None, metadata={"min": 0})
@@ -71,6 +74,17 @@ class GANParams:
     latent_dim: int = field(default=100, metadata={"min": 2})
     checkpoint_every: int = field(default=500, metadata={"min": 1})
     sample_every: int = field(default=500, metadata={"min": 1})
+    snapshot_every: int | None = field(default=None, metadata={
+        "min": 0, "help": "score the generator (per-class FD, KID, feature-space CAS on a fixed sample) every this "
+                          "many steps into metrics.jsonl and keep the best snapshot; 0 = off"})
+    snapshot_metric: Literal["fd", "kid", "cas"] = field(default="fd", metadata={
+        "help": "what chooses the best snapshot (fd, kid: lower is better; cas: higher is better)"})
+    snapshot_per_class: int = field(default=100, metadata={"min": 4, "help": "images per class per score"})
+    snapshot_features: str = field(default="resnet10_small", metadata={
+        "help": "the scores' feature extractor: a timm model trained on the training images, or a saved extractor's "
+                "folder"})
+    use_snapshot: Literal["best", "last"] = field(default="best", metadata={
+        "help": "with snapshots on: generate with the best-scored snapshot, or with the last weights"})
 
     def resolved(self) -> dict:
         """The preset with every explicitly set field laid over it."""
@@ -128,6 +142,7 @@ class _GANAugmenter(GenerativeAugmenter):
         super().__init__(params)
         self.D: torch.nn.Module | None = None
         self.arch: dict = {}
+        self.snapshot: dict | None = None  # the kept snapshot (step, key, value) when snapshots were on
 
     @staticmethod
     def build(arch: dict) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -143,25 +158,46 @@ class _GANAugmenter(GenerativeAugmenter):
         return {}
 
     def fit(self, train: ImageDataset, ctx: Context) -> None:
-        """One path for every GAN: networks, then augkit's GAN loop; the EMA generator when there is one."""
+        """One path for every GAN: networks, then augkit's GAN loop; the EMA generator when there is one,
+        and with snapshots on, the best-scored snapshot's weights (``use_snapshot``)."""
         images, labels = _train_tensors(train)
         p = self.params.resolved()
         torch.manual_seed(ctx.seed)
         self.arch, self.G, self.D = self.networks(train, ctx, p)
         k = train.num_classes if self.conditional else 0
-        result = train_gan(self.G, self.D, images, labels if self.conditional else None,
-                           _gan_config(p, len(images), **self.train_options(p)), _run_dir(ctx, self.name),
+        run_dir = _run_dir(ctx, self.name)
+        judge = self._judge(train, ctx, p)
+        cfg = _gan_config(p, len(images), **self.train_options(p))
+        result = train_gan(self.G, self.D, images, labels if self.conditional else None, cfg, run_dir,
                            kind=self.name, seed=ctx.seed, device=ctx.device, conditional=self.conditional,
-                           resume=ctx.resume, num_classes=k, identity={"arch": self.arch})
+                           resume=ctx.resume, num_classes=k, identity={"arch": self.arch}, judge=judge)
+        pause_if_budget_spent(result, f"training '{self.name}'", cfg.steps, p["minutes"])
         if result["ema"] is not None:
             self.G = result["ema"].module
+        self.snapshot = result["best_snapshot"]
+        if self.snapshot is not None and p["use_snapshot"] == "best":
+            best = load_checkpoint(best_snapshot_path(run_dir), kind=f"{self.name}-snapshot")
+            self.G.load_state_dict(best["G"])
+        elif self.snapshot is not None:
+            self.snapshot = {**self.snapshot, "used": False}
+
+    def _judge(self, train: ImageDataset, ctx: Context, p: dict):
+        """The snapshot scorer, when ``snapshot_every`` > 0."""
+        if not p.get("snapshot_every"):
+            return None
+        from augkit.train.snapshots import SnapshotJudge, SnapshotSpec
+
+        spec = SnapshotSpec(every=int(p["snapshot_every"]), metric=p["snapshot_metric"],
+                            per_class=int(p["snapshot_per_class"]), features=p["snapshot_features"])
+        return SnapshotJudge.build(spec, train, self.G.latent_dim, self.conditional, ctx.seed, ctx.device)
 
     def save(self, path):
         path = super().save(path)
         if self.G is None:
             raise UserError(f"augmenter '{self.name}': nothing to save before fit()")
         save_checkpoint(path / "weights.pt", {"G": self.G.state_dict(), "D": self.D.state_dict(),
-                                              "arch": json.dumps(self.arch)}, kind=self.name)
+                                              "arch": json.dumps(self.arch),
+                                              "snapshot": json.dumps(getattr(self, "snapshot", None))}, kind=self.name)
         return path
 
     @classmethod
@@ -169,6 +205,7 @@ class _GANAugmenter(GenerativeAugmenter):
         aug = super().load(path)
         state = load_checkpoint(Path(path) / "weights.pt", kind=cls.name)
         aug.arch = json.loads(state["arch"])
+        aug.snapshot = json.loads(state.get("snapshot", "null"))
         aug.G, aug.D = aug.build(aug.arch)
         try:
             aug.G.load_state_dict(state["G"])
@@ -285,6 +322,12 @@ class CGANParams(GANParams):
     diffaugment: str | None = "color,translation,cutout"
     dropout: float | None = field(default=0.0, metadata={"min": 0, "max": 0.9})
     balanced_classes: bool = field(default=True, metadata={"help": "class-balanced real batches (rare classes)"})
+    head: Literal["projection", "projection+aux"] = field(default="projection", metadata={
+        "help": "D's class conditioning: projection; or projection+aux, a classifier head too, whose loss rewards G "
+                "for images of the class asked for"})
+    aux_weight: float = field(default=1.0, metadata={"min": 0, "help": "weight of the classifier head's loss"})
+    aux_on_fakes: bool = field(default=False, metadata={
+        "help": "the classifier head also learns the fakes' classes (AC-GAN); false: real images only"})
 
 
 class CGAN(_GANAugmenter):
@@ -303,13 +346,16 @@ class CGAN(_GANAugmenter):
         k = arch["num_classes"]
         G = Generator(arch["size"], arch["latent_dim"], arch["g_channels"], arch["upsample"], num_classes=k)
         D = Discriminator(arch["size"], arch["d_channels"], arch["dropout"], arch["spectral_norm"], num_classes=k,
-                          head="projection")
+                          head=arch.get("head", "projection"))  # (runs saved before heads were a choice)
         return G, D
 
     def networks(self, train, ctx, p):
         arch = {key: p[key] for key in _SHARED_ARCH} | {"size": train.image_size[0], "num_classes": train.num_classes}
+        if p["head"] != "projection":  # the record of a projection-only cgan stays what it was
+            arch["head"] = p["head"]
         return arch, *self.build(arch)
 
     def train_options(self, p):
-        return {"balanced_classes": p["balanced_classes"]}
+        return {"balanced_classes": p["balanced_classes"], "aux_weight": p["aux_weight"],
+                "aux_on_fakes": p["aux_on_fakes"]}
 

@@ -24,10 +24,11 @@ import torch
 from augkit.augment import Augmenter, Context, Samples
 from augkit.data.reader import ImageDataset
 from augkit.errors import DataError, UserError
-from augkit.generator import GenerativeAugmenter, load_generator
-from augkit.params import AUGMENTER_REF
+from augkit.generator import GenerativeAugmenter, encodable_generator, load_generator
+from augkit.params import AUGMENTER_REF, BUDGET
 from augkit.train.checkpoint import load_checkpoint, save_checkpoint
 from augkit.train.encoder import EncoderConfig, reconstruction_l1, train_encoder
+from augkit.train.loop import pause_if_budget_spent
 from augkit.images import to_input
 from augkit_gan.networks import Encoder
 
@@ -39,7 +40,7 @@ class LatentParams:
     generator: str | None = field(default=None, metadata={
         "help": "folder of a saved generator (any augmenter that follows the generator contract: vanilla, "
                 "acgan, cgan, a plugin's); in a recipe: that step's id",
-        AUGMENTER_REF: GenerativeAugmenter})
+        AUGMENTER_REF: encodable_generator})
     encoder: str | None = field(default=None, metadata={
         "help": "folder of a saved latent augmenter whose encoder (and generator) to reuse instead of "
                 "training one; in a recipe: that step's id. Excludes 'generator'",
@@ -50,7 +51,8 @@ class LatentParams:
     encoder_channels: int = field(default=32, metadata={"min": 4, "help": "width of the encoder's first conv"})
     held_out: float = field(default=0.1, metadata={
         "min": 0, "max": 0.5, "help": "fraction of training images kept out of encoder training to measure it"})
-    minutes: float = field(default=0.0, metadata={"min": 0, "help": "encoder wall-time budget; 0 = none"})
+    minutes: float = field(default=0.0, metadata={
+        "min": 0, BUDGET: True, "help": "encoder wall-time budget of this session (0 = none); --resume continues"})
     checkpoint_every: int = field(default=500, metadata={"min": 1})
     sample_every: int = field(default=500, metadata={"min": 1})
 
@@ -96,6 +98,10 @@ class _LatentAugmenter(Augmenter):
             raise UserError(f"augmenter '{self.name}': set 'generator' to the folder of a saved GAN "
                             "(or, in a recipe, to the id of a GAN step), or 'encoder' to a saved latent augmenter")
         self.gan = load_generator(self.params.generator)
+        if not self.gan.encodable:
+            raise UserError(f"{self.name}: generator '{self.gan.name}' ({self.params.generator}) cannot take an "
+                            "encoder: training one would back-propagate through every step of its sampler. Its "
+                            "own interpolation between two random latents works (augkit interpolate --from)")
         G = self.gan.trained_G()
         if self.gan.image_size != train.image_size[0]:
             raise DataError(f"{self.name}: the generator makes {self.gan.image_size}px images, the data is "
@@ -118,6 +124,7 @@ class _LatentAugmenter(Augmenter):
         pick = torch.from_numpy(fit_rows)
         result = train_encoder(self.E, G, images[pick], None if labels is None else labels[pick], cfg, run_dir,
                                kind=f"{self.name}-encoder", seed=ctx.seed, device=ctx.device, resume=ctx.resume)
+        pause_if_budget_spent(result, f"training the encoder of '{self.name}'", p.encoder_steps, p.minutes)
         dev = torch.device(ctx.device)
         hold = torch.from_numpy(held)
         self.report = {

@@ -134,18 +134,23 @@ class Generator(nn.Module):
         return x
 
 
+HEADS = ("none", "aux", "projection", "projection+aux")
+
+
 class Discriminator(nn.Module):
     """DCGAN discriminator: stride-2 5x5 convolutions with leaky ReLU and dropout down to 4x4.
 
-    ``head``: "none" (realness only), "aux" (plus a linear class classifier: AC-GAN, full mode) or
-    "projection" (class-conditional realness, Miyato & Koyama 2018: cgan).
+    ``head``: "none" (realness only), "aux" (plus a linear class classifier: AC-GAN, full mode),
+    "projection" (class-conditional realness, Miyato & Koyama 2018: cgan) or "projection+aux" (both:
+    the projection judges realness per class, the classifier tells G whether its image shows the class
+    asked for, as ReACGAN and other class-fidelity GANs combine them).
     """
 
     def __init__(self, size: int = 64, channels: int = 64, dropout: float = 0.3, spectral_norm: bool = False,
                  num_classes: int = 0, head: str = "none", max_channels: int = 1024):
         super().__init__()
-        if head not in ("none", "aux", "projection"):
-            raise ValueError(f"head must be none, aux or projection, got {head!r}")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
         if head != "none" and num_classes < 2:
             raise ValueError(f"a '{head}' head needs num_classes >= 2")
         n = steps_for(size)
@@ -160,8 +165,8 @@ class Discriminator(nn.Module):
         self.feature_dim = widths[-1] * 16
         self.realness = sn(nn.Linear(self.feature_dim, 1))
         self.head = head
-        self.aux = nn.Linear(self.feature_dim, num_classes) if head == "aux" else None
-        self.embed = sn(nn.Embedding(num_classes, self.feature_dim)) if head == "projection" else None
+        self.aux = nn.Linear(self.feature_dim, num_classes) if "aux" in head else None
+        self.embed = sn(nn.Embedding(num_classes, self.feature_dim)) if "projection" in head else None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Flattened features of the last convolution: input of every head (and of the acgan MLP)."""
