@@ -32,7 +32,7 @@ from augkit.augment import Context
 from augkit.cache import cache_key, cache_root
 from augkit.data.reader import H5Dataset, ImageDataset
 from augkit.data.split import Split, nested_subsets, rows_fingerprint, stratified_split
-from augkit.errors import DataError, UserError
+from augkit.errors import DataError, Paused, UserError
 from augkit.params import budget_fields
 from augkit.progress import also_log
 from augkit.recipe import Recipe, StepSpec
@@ -486,6 +486,9 @@ class Runner:
             t0 = time.perf_counter()
             report = distributed.run_on_main(self._report)
             self.state.mark("report", time.perf_counter() - t0, **report)
+        except Paused as exc:
+            raise Paused(f"stage '{self.stage}': {exc}: augkit run {self.recipe.path} --out {self.out} --resume "
+                         "(and the same --set values; a budget may change)") from None
         except KeyboardInterrupt as exc:
             detail = f" ({exc})" if str(exc) else ""
             raise KeyboardInterrupt(
