@@ -1,4 +1,4 @@
-"""The diffusion plugin (plugins/augkit_diffusion), at tiny sizes: a plugin registered like a third
+"""The diffusion plugin (plugins/augkit-diffusion), at tiny sizes: a plugin registered like a third
 party's, that trains on the shared loop, generates seeded uint8 images of a class, resumes exactly,
 pauses at its budget, and saves weights that load without unpickling code."""
 

@@ -42,7 +42,7 @@ def test_every_public_module_exists_and_the_guide_describes_it():
 
 @pytest.mark.parametrize("package", [EXAMPLE / "augkit_tinyvae", ROOT / "plugins" / "augkit_classical",
                                      ROOT / "plugins" / "augkit_gan",
-                                     ROOT / "plugins" / "augkit_diffusion" / "augkit_diffusion"], ids=lambda p: p.name)
+                                     ROOT / "plugins" / "augkit-diffusion" / "augkit_diffusion"], ids=lambda p: p.name)
 def test_plugins_import_only_public_modules(package):
     imports = _augkit_imports(package)
     assert imports, "the walker found no augkit import"

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from augkit.data.reader import ImageDataset
 from augkit.errors import ParamError
 from augkit.images import to_uint8
 from augkit.quality.distances import frechet_distance, kernel_distance
+
+if TYPE_CHECKING:
+    from augkit.train.loop import Snapshots
 
 __all__ = ["SELECTORS", "SnapshotSpec", "SnapshotJudge", "plot_metrics", "snapshots_for"]
 
@@ -190,7 +193,7 @@ def plot_metrics(rows: list[dict], path: Path, selected: str) -> None:
 
 
 def snapshots_for(judge: SnapshotJudge, generating_net: Callable[[], torch.nn.Module],
-                  device: torch.device) -> "Snapshots":  # noqa: F821
+                  device: torch.device) -> Snapshots:
     """The training loop's :class:`augkit.train.loop.Snapshots` for ``judge``: each score and each kept
     snapshot is of the network ``generating_net()`` returns then (an EMA copy, typically), saved as "G"."""
     from augkit.train.loop import Snapshots
