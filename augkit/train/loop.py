@@ -280,7 +280,8 @@ def run_training(task: Task, streams: Streams, cadence: Cadence, run_dir: str | 
         if not main:
             return
         state = {"step": step, **task.state_dict(), "rng": rngs[0], "history": json.dumps(history),
-                 "log": json.dumps({"sums": sums, "count": count}), "best_snapshot": json.dumps(best), "trained_s": trained_s}
+                 "log": json.dumps({"sums": sums, "count": count}), "best_snapshot": json.dumps(best),
+                 "trained_s": trained_s}
         if world > 1:
             state["rng_ranks"] = rngs
         save_checkpoint(ckpt_path, state, kind=task.kind)

@@ -16,7 +16,8 @@ images per class:
   better); ``cas_ratio_min``: the worst class's recall over its reference.
 
 The loop (:func:`augkit.train.loop.run_training`) appends every score, with the step and the seconds
-spent training so far, to ``metrics.jsonl`` in the run folder, plots them in ``metrics.png`` and keeps the best snapshot's generator in ``checkpoints/best.pt``.
+spent training so far, to ``metrics.jsonl`` in the run folder, plots them in ``metrics.png`` and keeps
+the best snapshot's generator in ``checkpoints/best.pt``.
 The numbers compare snapshots of one run (fixed sample sizes and extractor); small per-class samples
 bias FD upwards, so they are not the quality report's numbers.
 """
@@ -123,7 +124,8 @@ class SnapshotJudge:
         extractor = extractor_for(spec.features, train.subset(fit), train.subset(held),
                                   ExtractorSpec(epochs=spec.feature_epochs, seed=seed), cache_dir, device, say)
         rng = np.random.default_rng([seed, 92])
-        groups = [np.flatnonzero(labels == c) for c in range(train.num_classes)] if conditional else [np.arange(len(labels))]
+        groups = ([np.flatnonzero(labels == c) for c in range(train.num_classes)] if conditional
+                  else [np.arange(len(labels))])
         real, reference = [], []
         for c, members in enumerate(groups):
             if len(members) < 4:
