@@ -33,6 +33,7 @@ PBC = ROOT.parent / "shared" / "data" / "pbc128"
 CANDIDATES = {
     "cgan": ("cgan", {}),
     "cgan_aux": ("cgan", {"head": "projection+aux", "aux_weight": 1.0, "aux_on_fakes": False}),
+    "cgan_ada": ("cgan", {"ada_target": 0.6}),
 }
 
 

@@ -61,12 +61,12 @@ def _weights(*modules):
     return [t.detach().clone() for m in modules for t in m.state_dict().values()]
 
 
-def _train(run_dir, steps, callback=None, resume=False, minutes=0.0):
+def _train(run_dir, steps, callback=None, resume=False, minutes=0.0, **options):
     torch.manual_seed(0)
     G, D = Generator(16, 8, 32, "resize"), Discriminator(16, 8, dropout=0.2)
     images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (40, 16, 16, 3), dtype=np.uint8))
     cfg = GANConfig(steps=steps, batch_size=8, checkpoint_every=2, sample_every=100, log_every=1, ema_decay=0.9,
-                    diffaugment="color,translation", max_minutes=minutes)
+                    diffaugment="color,translation", max_minutes=minutes, **options)
     out = train_gan(G, D, images, None, cfg, run_dir, kind="vanilla", seed=3, resume=resume, callback=callback)
     return G, D, out
 
@@ -85,6 +85,29 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
         assert torch.equal(a, b)
     losses = [[(h["step"], h["loss_d"], h["loss_g"]) for h in run["history"]] for run in (out, ref)]
     assert losses[0] == losses[1] and len(losses[0]) == 6
+
+
+def test_ada_moves_its_probability_with_d_s_confidence_and_resumes_it_exactly(tmp_path):
+    # a low target (0.01): a D that scores most reals above 0 pushes p up. The controller's rule: every
+    # ada_interval (2) steps p moves by the images seen since (2 x batch 8) / ada_images (64) = 0.25,
+    # up when E[sign D(real)] is above the target, down otherwise, within [0, 1]; between, it holds
+    ada = {"ada_target": 0.01, "ada_interval": 2, "ada_images": 64}
+    G_ref, D_ref, ref = _train(tmp_path / "straight", 8, **ada)
+    p = [h["ada_p"] for h in ref["history"]]  # one row per step (log_every 1): p after that step
+    assert max(p) > 0 and all(0 <= v <= 1 and (4 * v).is_integer() for v in p)
+    for step, (before, after) in enumerate(zip([0.0, *p], p), start=1):
+        assert after == before if step % 2 else abs(after - before) in (0.0, 0.25)
+
+    def killed(step):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "killed", 8, callback=killed, **ada)
+    G, D, out = _train(tmp_path / "killed", 8, resume=True, **ada)
+    assert [h["ada_p"] for h in out["history"]] == p
+    for a, b in zip(_weights(G, D), _weights(G_ref, D_ref)):
+        assert torch.equal(a, b)
 
 
 def test_ctrl_c_saves_a_checkpoint_at_the_current_step(tmp_path):

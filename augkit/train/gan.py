@@ -47,6 +47,13 @@ class GANConfig:
     aux_on_fakes: bool = field(default=True, metadata={
         "help": "D's auxiliary classifier also learns the fakes' classes (AC-GAN); false: real images only"})
     diffaugment: str = field(default="", metadata={"help": "e.g. 'color,translation,cutout'; '' = off"})
+    ada_target: float = field(default=0.0, metadata={
+        "min": 0, "max": 1, "help": "adaptive augmentation (ADA, Karras et al. 2020): apply DiffAugment to each image "
+                                    "with a probability p tuned so that E[sign D(real)] stays at this target (0.6 in "
+                                    "the paper); 0 = off (DiffAugment on every image)"})
+    ada_interval: int = field(default=4, metadata={"min": 1, "help": "steps between adjustments of p"})
+    ada_images: int = field(default=20000, metadata={
+        "min": 1, "help": "images over which p can move from 0 to 1 (the paper: 500k, for far longer runs)"})
     ema_decay: float = field(default=0.0, metadata={"min": 0, "max": 1, "help": "generator EMA; 0 = off"})
     balanced_classes: bool = field(default=False, metadata={"help": "draw real batches class-balanced"})
     checkpoint_every: int = field(default=500, metadata={"min": 1})
@@ -93,6 +100,7 @@ class GANTask(Task):
         self.images = images
         self.amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.batches = None
+        self.ada_p, self.ada_sum, self.ada_count, self.ada_steps = 0.0, 0.0, 0, 0  # ADA's state
 
     # -- checkpoints -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -100,6 +108,8 @@ class GANTask(Task):
                  "opt_d": self.opt_d.state_dict(), "config": json.dumps(dataclasses.asdict(self.cfg))}
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
+        if self.cfg.ada_target:
+            state["ada"] = {"p": self.ada_p, "sum": self.ada_sum, "count": self.ada_count, "steps": self.ada_steps}
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -109,6 +119,10 @@ class GANTask(Task):
         self.opt_d.load_state_dict(state["opt_d"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
+        if self.cfg.ada_target:
+            ada = state["ada"]
+            self.ada_p, self.ada_sum, self.ada_count, self.ada_steps = (float(ada["p"]), float(ada["sum"]),
+                                                                         int(ada["count"]), int(ada["steps"]))
 
     # -- batches -----------------------------------------------------------------------------------
     def _pick(self, rng: np.random.Generator) -> np.ndarray:
@@ -139,7 +153,29 @@ class GANTask(Task):
         return x, y
 
     def _augment(self, x):
-        return diff_augment(x, self.cfg.diffaugment, generator=self.streams.torch["aug"]) if self.cfg.diffaugment else x
+        if not self.cfg.diffaugment:
+            return x
+        gen = self.streams.torch["aug"]
+        if not self.cfg.ada_target:
+            return diff_augment(x, self.cfg.diffaugment, generator=gen)
+        # ADA: each image augmented with probability p (the same p for real and fake, as D must not
+        # learn to tell them apart by their augmentation)
+        keep = (torch.rand(len(x), generator=gen) >= self.ada_p).to(x.device)[:, None, None, None]
+        return torch.where(keep, x, diff_augment(x, self.cfg.diffaugment, generator=gen))
+
+    def _adapt(self, logit_real: torch.Tensor) -> None:
+        """ADA's controller: every ``ada_interval`` steps, move p towards the value that keeps D's
+        overfitting heuristic r = E[sign D(real)] at ``ada_target``."""
+        cfg = self.cfg
+        self.ada_sum += float(torch.sign(logit_real.detach()).sum())
+        self.ada_count += len(logit_real)
+        self.ada_steps += 1
+        if self.ada_steps % cfg.ada_interval:
+            return
+        r = distributed.mean_over_ranks({"r": self.ada_sum / max(self.ada_count, 1)})["r"]
+        step = self.ada_count * distributed.world_size() / cfg.ada_images
+        self.ada_p = float(min(1.0, max(0.0, self.ada_p + (step if r > cfg.ada_target else -step))))
+        self.ada_sum, self.ada_count = 0.0, 0
 
     def _discriminate(self, x, y, net):
         logit, aux = net(x, y if self.conditional else None)
@@ -167,6 +203,8 @@ class GANTask(Task):
                                                       None if y_real is None else torch.cat([y_real, y_real]), self.D_dp)
                 aux_real, aux_fake = (None, None) if aux_both is None else (aux_both[:batch], aux_both[batch:])
                 # through the plain D: DDP cannot take a second forward (and double backward) per step
+                if cfg.ada_target and last:
+                    self._adapt(logits[:batch])
                 phase = DPhase(logits[:batch], logits[batch:], aux_real, aux_fake, y_real, real_in, fake_in,
                                lambda x, y=y_real: self._discriminate(x, y, D)[0], self.streams.torch["aug"])
                 loss, logs = self._sum(phase, "d_phase", autocast=True)
@@ -197,8 +235,10 @@ class GANTask(Task):
         if self.ema is not None:
             self.ema.update(G)
         aux_loss = logs.get("loss_aux")
-        return ({"loss_d": loss_d, "loss_g": loss_g.detach(),
-                 "loss_aux": 0.0 if aux_loss is None else aux_loss.detach()}, batch * cfg.n_critic)
+        values = {"loss_d": loss_d, "loss_g": loss_g.detach(), "loss_aux": 0.0 if aux_loss is None else aux_loss.detach()}
+        if cfg.ada_target:
+            values["ada_p"] = self.ada_p
+        return values, batch * cfg.n_critic
 
     def _sum(self, phase, which: str, autocast: bool):
         """The sum of the terms' ``which`` phase (those computed with or without autocast), in order."""

@@ -70,6 +70,9 @@ class GANParams:
     dropout: float | None = field(default=None, metadata={"min": 0, "max": 0.9})
     spectral_norm: bool | None = None
     diffaugment: str | None = None
+    ada_target: float = field(default=0.0, metadata={
+        "min": 0, "max": 1, "help": "adaptive augmentation: DiffAugment on each image with a probability tuned so "
+                                    "that E[sign D(real)] stays at this target (0.6 in the ADA paper); 0 = always on"})
     ema_decay: float | None = field(default=None, metadata={"min": 0, "max": 1})
     latent_dim: int = field(default=100, metadata={"min": 2})
     checkpoint_every: int = field(default=500, metadata={"min": 1})
@@ -124,6 +127,7 @@ def _gan_config(p: dict, n_images: int, **extra) -> GANConfig:
     steps = p.get("steps") or max(1, math.ceil(float(p["epochs"]) * n_images / (batch * distributed.world_size())))
     return GANConfig(steps=int(steps), batch_size=batch, loss=p["loss"], lr_g=p["lr_g"], lr_d=p["lr_d"],
                      betas_g=tuple(p["betas"]), betas_d=tuple(p["betas"]), diffaugment=p["diffaugment"],
+                     ada_target=float(p["ada_target"]),
                      ema_decay=p["ema_decay"], checkpoint_every=p["checkpoint_every"],
                      sample_every=p["sample_every"], max_minutes=float(p["minutes"]), **extra)
 
