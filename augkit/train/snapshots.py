@@ -41,7 +41,7 @@ from augkit.quality.distances import frechet_distance, kernel_distance
 if TYPE_CHECKING:
     from augkit.train.loop import Snapshots
 
-__all__ = ["SELECTORS", "SnapshotSpec", "SnapshotJudge", "plot_metrics", "snapshots_for"]
+__all__ = ["SELECTORS", "SnapshotSpec", "SnapshotJudge", "adopt_snapshot", "plot_metrics", "snapshots_for"]
 
 #: what each selectable metric minimises or maximises: (key in a score row, lower is better)
 SELECTORS = {"fd": ("fd_mean", True), "kid": ("kid_mean", True), "cas": ("cas_mean", False)}
@@ -63,6 +63,13 @@ class SnapshotSpec:
         "help": "the feature extractor: a timm model trained on the run's training images, or the folder of a saved "
                 "extractor"})
     feature_epochs: int = field(default=3, metadata={"min": 1, "help": "training epochs of the extractor"})
+
+    @classmethod
+    def from_params(cls, p: dict) -> "SnapshotSpec":
+        """The spec a generator's resolved parameters name (``snapshot_every``, ``snapshot_metric``,
+        ``snapshot_per_class``, ``snapshot_features``)."""
+        return cls(every=int(p["snapshot_every"]), metric=p["snapshot_metric"], per_class=int(p["snapshot_per_class"]),
+                   features=p["snapshot_features"])
 
     @property
     def key(self) -> str:
@@ -204,3 +211,19 @@ def snapshots_for(judge: SnapshotJudge, generating_net: Callable[[], torch.nn.Mo
     return Snapshots(spec.every, lambda: judge.score(generating_net(), device),
                      lambda: {"G": generating_net().state_dict()}, spec.key, spec.minimise,
                      partial(plot_metrics, selected=spec.key))
+
+
+def adopt_snapshot(net: torch.nn.Module, result: dict, run_dir: Path, kind: str, use: str) -> dict | None:
+    """After training: with ``use = "best"`` load the kept snapshot's "G" into ``net`` (the generating
+    network); returns the snapshot record for the saved augmenter ("used": False when the last weights
+    stay), or None when the run kept none."""
+    from augkit.train.checkpoint import load_checkpoint
+    from augkit.train.loop import best_snapshot_path
+
+    record = result.get("best_snapshot")
+    if record is None:
+        return None
+    if use != "best":
+        return {**record, "used": False}
+    net.load_state_dict(load_checkpoint(best_snapshot_path(run_dir), kind=f"{kind}-snapshot")["G"])
+    return record

@@ -25,7 +25,7 @@ from augkit.generator import GenerativeAugmenter
 from augkit.params import AUGMENTER_REF, BUDGET
 from augkit.train.checkpoint import load_checkpoint, save_checkpoint
 from augkit.train.gan import GANConfig, train_gan
-from augkit.train.loop import best_snapshot_path, pause_if_budget_spent
+from augkit.train.loop import pause_if_budget_spent
 from augkit_gan.networks import (
     SIZES,
     Discriminator,
@@ -178,12 +178,9 @@ class _GANAugmenter(GenerativeAugmenter):
         pause_if_budget_spent(result, f"training '{self.name}'", cfg.steps, p["minutes"])
         if result["ema"] is not None:
             self.G = result["ema"].module
-        self.snapshot = result["best_snapshot"]
-        if self.snapshot is not None and p["use_snapshot"] == "best":
-            best = load_checkpoint(best_snapshot_path(run_dir), kind=f"{self.name}-snapshot")
-            self.G.load_state_dict(best["G"])
-        elif self.snapshot is not None:
-            self.snapshot = {**self.snapshot, "used": False}
+        from augkit.train.snapshots import adopt_snapshot
+
+        self.snapshot = adopt_snapshot(self.G, result, run_dir, self.name, p["use_snapshot"])
 
     def _judge(self, train: ImageDataset, ctx: Context, p: dict):
         """The snapshot scorer, when ``snapshot_every`` > 0."""
@@ -191,9 +188,8 @@ class _GANAugmenter(GenerativeAugmenter):
             return None
         from augkit.train.snapshots import SnapshotJudge, SnapshotSpec
 
-        spec = SnapshotSpec(every=int(p["snapshot_every"]), metric=p["snapshot_metric"],
-                            per_class=int(p["snapshot_per_class"]), features=p["snapshot_features"])
-        return SnapshotJudge.build(spec, train, self.G.latent_dim, self.conditional, ctx.seed, ctx.device)
+        return SnapshotJudge.build(SnapshotSpec.from_params(p), train, self.G.latent_dim, self.conditional, ctx.seed,
+                                   ctx.device)
 
     def save(self, path):
         path = super().save(path)

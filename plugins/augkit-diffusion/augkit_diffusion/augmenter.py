@@ -23,7 +23,7 @@ from augkit.errors import DataError, ParamError, UserError
 from augkit.generator import GenerativeAugmenter
 from augkit.params import BUDGET
 from augkit.train.checkpoint import load_checkpoint, save_checkpoint
-from augkit.train.loop import Cadence, Streams, best_snapshot_path, pause_if_budget_spent, run_training
+from augkit.train.loop import Cadence, Streams, pause_if_budget_spent, run_training
 from augkit_diffusion.sampler import DiffusionSampler, build_unet
 
 #: Named settings. "cpu" is sized for about an hour at 32 px on 2 cores (three resolutions, attention
@@ -141,21 +141,18 @@ class Diffusion(GenerativeAugmenter):
         result = run_training(task, streams, cadence, run_dir, config=config, resume=ctx.resume, identity=identity,
                               snapshots=snapshots)
         pause_if_budget_spent(result, "training 'diffusion'", int(steps), float(p["minutes"]))
+        from augkit.train.snapshots import adopt_snapshot
+
         self.G = task.generating_net()
-        self.snapshot = result["best_snapshot"]
-        if self.snapshot is not None and p["use_snapshot"] == "best":
-            self.G.load_state_dict(load_checkpoint(best_snapshot_path(run_dir), kind="diffusion-snapshot")["G"])
-        elif self.snapshot is not None:
-            self.snapshot = {**self.snapshot, "used": False}
+        self.snapshot = adopt_snapshot(self.G, result, run_dir, self.name, p["use_snapshot"])
 
     def _snapshots(self, train, ctx, p: dict, task, dev):
         if not p["snapshot_every"]:
             return None
         from augkit.train.snapshots import SnapshotJudge, SnapshotSpec, snapshots_for
 
-        spec = SnapshotSpec(every=int(p["snapshot_every"]), metric=p["snapshot_metric"],
-                            per_class=int(p["snapshot_per_class"]), features=p["snapshot_features"])
-        judge = SnapshotJudge.build(spec, train, 3 * self.arch["size"] ** 2, True, ctx.seed, ctx.device)
+        judge = SnapshotJudge.build(SnapshotSpec.from_params(p), train, 3 * self.arch["size"] ** 2, True, ctx.seed,
+                                    ctx.device)
         return snapshots_for(judge, task.generating_net, dev)
 
     def save(self, path):
