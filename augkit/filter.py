@@ -105,11 +105,10 @@ class ConsistencyFilter:
 
     def _inside(self, features: np.ndarray, label: int) -> np.ndarray:
         """Which feature vectors lie in at least one real ball of class ``label``."""
-        from sklearn.metrics import pairwise_distances_chunked
+        from augkit.quality.manifold import ball_counts
 
         centres, radii = self.manifold[label]
-        return np.concatenate([(block <= radii[None, :]).any(1)
-                               for block in pairwise_distances_chunked(features, centres, working_memory=64)])
+        return ball_counts(features, centres, radii) > 0
 
     def rates(self) -> dict[str, dict]:
         """Per class: candidates tried, accepted, and the acceptance rate (selective: also how many

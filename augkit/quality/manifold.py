@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.metrics import pairwise_distances_chunked
 from sklearn.neighbors import NearestNeighbors
 
-__all__ = ["DEFAULT_K", "knn_radii", "manifold_scores"]
+__all__ = ["DEFAULT_K", "ball_counts", "knn_radii", "manifold_scores"]
 
 DEFAULT_K = 5  # Naeem et al.'s choice; precision/recall with k = 5 is also stable at a few hundred images
 
@@ -28,7 +28,7 @@ def knn_radii(features: np.ndarray, k: int) -> np.ndarray:
     return distances[:, k]
 
 
-def _ball_counts(points: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> np.ndarray:
+def ball_counts(points: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> np.ndarray:
     """For each point, how many balls (centres, radii) hold it; chunked, so memory stays bounded."""
     return np.concatenate([(block <= radii[None, :]).sum(1)
                            for block in pairwise_distances_chunked(points, centres, working_memory=64)])
@@ -52,8 +52,8 @@ def manifold_scores(real: np.ndarray, fake: np.ndarray, k: int = DEFAULT_K, max_
     real = real[np.sort(rng.choice(len(real), n, replace=False))]
     fake = fake[np.sort(rng.choice(len(fake), n, replace=False))]
     real_radii, fake_radii = knn_radii(real, k), knn_radii(fake, k)
-    fake_in_real = _ball_counts(fake, real, real_radii)
-    real_in_fake = _ball_counts(real, fake, fake_radii)
+    fake_in_real = ball_counts(fake, real, real_radii)
+    real_in_fake = ball_counts(real, fake, fake_radii)
     # coverage: a real ball is covered when its centre's nearest generated vector lies inside it
     nearest_fake = NearestNeighbors(n_neighbors=1).fit(fake).kneighbors(real)[0][:, 0]
     return {
