@@ -153,3 +153,21 @@ def json_value(v) -> str:
     import json
 
     return json.dumps(v)
+
+
+@pytest.mark.parametrize("kind", ["ddim", "dpm"])
+def test_the_first_step_from_pure_noise_does_not_amplify_the_networks_error(kind):
+    # at t = T - 1 the clean-image estimate divides by sqrt(alpha-bar) ~ 5e-5: an eps off by 1% would
+    # throw the sample far outside the data's range unless the sampler clips that estimate
+    from augkit_diffusion.sampler import sampling_scheduler
+
+    scheduler = sampling_scheduler(kind, "epsilon")
+    scheduler.set_timesteps(10)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 8, 8, generator=g)
+    eps = x + 0.01 * torch.randn(x.shape, generator=g)  # a nearly right network
+    first = scheduler.timesteps[0]
+    assert first == 999
+    after = scheduler.step(eps, first, x).prev_sample
+    assert after.abs().max() < 5.0  # unclipped, this is ~ 0.06 * 200 per pixel on top of the noise
+    assert (after - x).abs().mean() < 0.2

@@ -47,17 +47,25 @@ def train_scheduler(prediction: str):
 
 
 def sampling_scheduler(kind: str, prediction: str):
-    """A fresh few-step sampler over the training schedule (fresh: DPM-Solver keeps a history)."""
+    """A fresh few-step sampler over the training schedule (fresh: DPM-Solver keeps a history).
+
+    Both clip each step's estimate of the clean image to the data's range [-1, 1]. Without it an
+    epsilon model cannot sample: the first step is at t = T - 1, where the cosine schedule's alpha-bar
+    is ~2e-9, so the clean-image estimate (x - sqrt(1 - alpha-bar) eps) / sqrt(alpha-bar) multiplies
+    the network's error in eps by ~20,000, and the images come out as saturated noise.
+    """
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
     config = train_scheduler(prediction).config
     if kind == "ddim":
         # "trailing" spacing starts at the last training step: with few steps, "leading" never starts
         # from pure noise, and the images come out grey (Lin et al. 2023)
-        return DDIMScheduler.from_config(config, timestep_spacing="trailing", clip_sample=False,
-                                         set_alpha_to_one=False)
+        return DDIMScheduler.from_config(config, timestep_spacing="trailing", clip_sample=True,
+                                         clip_sample_range=1.0, set_alpha_to_one=False)
+    # DPM-Solver's thresholding with a maximum of 1 is a plain clip to [-1, 1]
     return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2,
-                                                   timestep_spacing="trailing")
+                                                   timestep_spacing="trailing", thresholding=True,
+                                                   sample_max_value=1.0)
 
 
 class DiffusionSampler(nn.Module):
