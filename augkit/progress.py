@@ -103,11 +103,11 @@ class Bar:
 class LogBar(Bar):
     """A bar for output that is not a terminal: a line now and then instead of a redrawn bar."""
 
-    def __init__(self, description: str, total: int | None, clock=time.monotonic, write=None):
+    def __init__(self, description: str, total: int | None, clock=time.monotonic, write=None, done: int = 0):
         super().__init__()
         self.description, self.total, self._clock = description, total, clock
         self._write = write or (lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
-        self.done, self._note = 0, ""
+        self.done, self._before, self._note = done, done, ""
         self.start = self._last = clock()
         self._last_fraction, self.lines = 0.0, 0
 
@@ -116,7 +116,7 @@ class LogBar(Bar):
         now = self._clock()
         if now - self.start < LOG_FIRST_S:
             return
-        fraction = self.done / self.total if self.total else 0.0
+        fraction = (self.done - self._before) / self.total if self.total else 0.0
         if now - self._last >= LOG_EVERY_S or fraction - self._last_fraction >= 0.1 or self.lines == 0:
             self._line(now)
 
@@ -130,14 +130,14 @@ class LogBar(Bar):
 
     def _line(self, now: float, final: bool = False) -> None:
         elapsed = now - self.start
-        rate = self.done / elapsed if elapsed > 0 else None
+        rate = (self.done - self._before) / elapsed if elapsed > 0 else None
         left = (self.total - self.done) / rate if rate and self.total else None
         of = f"{self.done}/{self.total}" + (f" ({self.done / self.total:.0%})" if self.total else "")
         parts = [f"{self.description}: {of}", format_rate(rate), f"elapsed {format_duration(elapsed)}",
                  "done" if final else f"ETA {format_duration(left)}", self._note]
         self._write("  ".join(p for p in parts if p))
         self._last, self.lines = now, self.lines + 1
-        self._last_fraction = self.done / self.total if self.total else 0.0
+        self._last_fraction = (self.done - self._before) / self.total if self.total else 0.0
 
 
 class _Both(Bar):
@@ -158,18 +158,20 @@ class _Both(Bar):
 
 
 @contextmanager
-def track(description: str, total: int | None) -> Iterator[Bar]:
+def track(description: str, total: int | None, done: int = 0) -> Iterator[Bar]:
     """Show a bar for ``total`` units of work; yields a :class:`Bar`. Under torchrun only rank 0 shows bars.
-    ``--quiet`` silences the terminal, not a run's log (:func:`also_log`)."""
+    ``--quiet`` silences the terminal, not a run's log (:func:`also_log`). ``done`` units were done
+    before (a resumed run): they fill the bar but are not counted in its rate and ETA."""
     if env_rank() != 0:
         yield Bar()
         return
-    logs = [LogBar(description, total, write=lambda line: [sink(line) for sink in list(_sinks)])] if _sinks else []
+    logs = [LogBar(description, total, write=lambda line: [sink(line) for sink in list(_sinks)], done=done)] \
+        if _sinks else []
     try:
         if _quiet:
             yield _Both(logs)
         elif not console.is_terminal:
-            logs.append(LogBar(description, total))
+            logs.append(LogBar(description, total, done=done))
             yield _Both(logs)
         else:
             columns = [
@@ -177,7 +179,7 @@ def track(description: str, total: int | None) -> Iterator[Bar]:
                 _RateColumn(), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
             ]
             with Progress(*columns, console=console, transient=False) as progress:
-                yield _Both([Bar(progress, progress.add_task(description, total=total, note="")), *logs])
+                yield _Both([Bar(progress, progress.add_task(description, total=total, completed=done, note="")), *logs])
     finally:
         for bar in logs:
             bar.close()

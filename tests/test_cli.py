@@ -134,6 +134,19 @@ def test_a_log_gets_a_line_every_ten_seconds_or_tenth_of_the_work_with_rate_and_
                                                                           "3.6/h"]
 
 
+def test_a_resumed_runs_log_counts_only_this_pieces_work_in_its_rate_and_eta():
+    from augkit.progress import LogBar
+
+    now, lines = [0.0], []
+    bar = LogBar("training cgan", 1000, clock=lambda: now[0], write=lines.append, done=600)
+    for _ in range(400):
+        now[0] += 0.1  # 10 steps a second, from step 600
+        bar(1)
+    first = lines[0]
+    # 600 steps before this piece are not 600 steps in its first 5 s
+    assert first.startswith("training cgan: 651/1000 (65%)") and "10.0/s" in first and "ETA 0:35" in first
+
+
 def test_sigterm_during_import_leaves_no_output(tmp_path):
     target = tmp_path / "big.h5"
     exe = Path(sys.executable).with_name("augkit")

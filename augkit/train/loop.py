@@ -293,8 +293,7 @@ def run_training(task: Task, streams: Streams, cadence: Cadence, run_dir: str | 
     stopped_early = False
     step = start
     task.begin(start)
-    with StopFlag() as stop, track(f"training {label or task.kind}", cadence.steps) as bar:
-        bar(start)
+    with StopFlag() as stop, track(f"training {label or task.kind}", cadence.steps, done=start) as bar:
         while step < cadence.steps:
             began = time.perf_counter()
             values, images = task.step()
