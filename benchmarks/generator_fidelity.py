@@ -14,7 +14,8 @@ training time.
     .venv/bin/python benchmarks/generator_fidelity.py --out runs/fidelity32 --resume   # after a stop
 
 Runs one candidate after another (``--only NAME`` for one); ``--resume`` continues a stopped one from
-its checkpoint and skips finished ones. Prints the load average with the result.
+its checkpoint and skips finished ones. Each trained candidate is saved to ``OUT/NAME/augmenter`` (for
+``augkit augment NAME --from``). Prints the load average with the result.
 """
 
 from __future__ import annotations
@@ -29,11 +30,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PBC = ROOT.parent / "shared" / "data" / "pbc128"
 
-#: name -> (augmenter, parameters beyond the shared ones)
+#: name -> (augmenter, parameters beyond the shared ones; they override the shared ones)
 CANDIDATES = {
     "cgan": ("cgan", {}),
     "cgan_aux": ("cgan", {"head": "projection+aux", "aux_weight": 1.0, "aux_on_fakes": False}),
     "cgan_ada": ("cgan", {"ada_target": 0.6}),
+    # the longer schedule: 80 epochs are ~40 min here, the diffusion cpu preset's training time, so its
+    # curve also gives cgan at the diffusion model's wall time; scored every 4 epochs
+    "cgan_long": ("cgan", {"epochs": 80.0, "snapshot_every": 600, "sample_every": 600}),
 }
 
 
@@ -91,6 +95,7 @@ def main() -> None:
         except Paused as exc:
             print(f"{name}: paused: {exc}")
             return
+        augmenter.save(folder / "augmenter")  # for `augkit augment NAME --from` and `augkit quality`
         (folder / "done.json").write_text(json.dumps({"params": params, "wall_s": time.time() - started,
                                                       "snapshot": augmenter.snapshot}))
     rows = {n: read_metrics(args.out / n / CANDIDATES[n][0]) for n in CANDIDATES if (args.out / n / "done.json").exists()}
