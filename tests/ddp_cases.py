@@ -62,6 +62,22 @@ def gan_ddp_resumed(folder: Path, device: str) -> dict:
     return tiny_gan(folder / "gan_ddp_split", device, resume=True)
 
 
+def tiny_diffusion(run_dir: Path, device: str = "cpu") -> dict:
+    """The diffusion plugin's UNet, 4 steps: under DDP every rank denoises its own batch."""
+    from augkit.augment import Context
+    from augkit.registry import get_augmenter
+
+    aug = get_augmenter("diffusion", {"steps": 4, "batch_size": 6, "channels": [8, 16], "attention": [False, True],
+                                      "sample_steps": 2, "sample_every": 100, "checkpoint_every": 100,
+                                      "log_every": 2})
+    aug.fit(tiny_data(), Context(seed=0, device=device, workdir=run_dir))
+    return {"ema": aug.G.unet.state_dict()}
+
+
+def diffusion_ddp(folder: Path, device: str) -> dict:
+    return tiny_diffusion(folder / "diffusion_ddp", device)
+
+
 def classifier(folder: Path, device: str, streamed: bool = False) -> dict:
     ds = tiny_data(48)
     train = ds.subset(np.arange(36))
@@ -86,4 +102,5 @@ def shard(folder: Path, device: str) -> dict:
     return {"total": summary["total"]}
 
 
-CASES = {"gan_ddp": gan_ddp, "gan_ddp_resumed": gan_ddp_resumed, "gan_resumed": gan_resumed, "classifier": classifier, "shard": shard}
+CASES = {"gan_ddp": gan_ddp, "gan_ddp_resumed": gan_ddp_resumed, "gan_resumed": gan_resumed, "classifier": classifier,
+         "shard": shard, "diffusion_ddp": diffusion_ddp}

@@ -20,7 +20,7 @@ from augkit.loading import StackedImages, fits_in_memory, parse_bytes
 from augkit.errors import UserError
 from augkit.train.checkpoint import load_checkpoint
 from conftest import write_dataset
-from ddp_cases import classifier, shard, tiny_data, tiny_gan
+from ddp_cases import classifier, shard, tiny_data, tiny_diffusion, tiny_gan
 
 TESTS = Path(__file__).resolve().parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
@@ -74,6 +74,14 @@ def test_a_gan_trained_with_ddp_has_the_same_weights_on_both_ranks_and_used_both
     assert not any(k.startswith("module.") for k in state["G"])
     assert len(state["rng_ranks"]) == 2
     assert json.loads((folder / "gan_ddp" / "config.json").read_text())["world_size"] == 2
+
+
+def test_the_diffusion_plugin_trains_with_ddp_to_the_same_weights_on_both_ranks_from_both_ranks_batches(ddp, tmp_path):
+    _, load = ddp
+    r0, r1 = load("diffusion_ddp")
+    assert_same(r0["ema"], r1["ema"])
+    alone = tiny_diffusion(tmp_path / "alone")  # rank 0's batches only
+    assert any(not torch.equal(alone["ema"][k], r0["ema"][k]) for k in alone["ema"])
 
 
 def test_a_ddp_run_resumed_under_ddp_reaches_the_uninterrupted_weights(ddp):
