@@ -16,6 +16,10 @@ from torch import nn
 #: the noise schedule the model trains with (its betas); the samplers are built from the same config
 TRAIN_TIMESTEPS = 1000
 SAMPLERS = ("ddim", "dpm")
+#: images denoised together on a CPU: per image, larger batches run slower there (the cpu preset's UNet
+#: at 32 px with guidance, 2 cores: 1.9 images/s at 16, 1.75 at 64, 1.4 at 128), and augkit generates
+#: in chunks of 256
+CPU_BATCH = 16
 
 
 def build_unet(arch: dict) -> nn.Module:
@@ -97,6 +101,12 @@ class DiffusionSampler(nn.Module):
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if y is None:
             raise ValueError("the diffusion generator is class-conditional: pass labels")
+        if z.device.type == "cpu" and len(z) > CPU_BATCH:
+            return torch.cat([self._denoise(z[s:s + CPU_BATCH], y[s:s + CPU_BATCH])
+                              for s in range(0, len(z), CPU_BATCH)])
+        return self._denoise(z, y)
+
+    def _denoise(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         scheduler = sampling_scheduler(self.sampler, self.prediction)
         scheduler.set_timesteps(self.steps, device=z.device)
         x = z.reshape(len(z), 3, self.size, self.size).float() * scheduler.init_noise_sigma
