@@ -12,6 +12,7 @@ training time.
 
     .venv/bin/python benchmarks/generator_fidelity.py --out runs/fidelity32 --epochs 15
     .venv/bin/python benchmarks/generator_fidelity.py --out runs/fidelity32 --resume   # after a stop
+    .venv/bin/python benchmarks/generator_fidelity.py --out runs/fidelity32 --only cgan_long --minutes 30 --resume
 
 Runs one candidate after another (``--only NAME`` for one); ``--resume`` continues a stopped one from
 its checkpoint and skips finished ones. Each trained candidate is saved to ``OUT/NAME/augmenter`` (for
@@ -65,6 +66,8 @@ def main() -> None:
     ap.add_argument("--only", action="append", default=[], help="candidate(s) to run (default: all)")
     ap.add_argument("--reference", default="cgan", help="the candidate whose final FD is the bar")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--minutes", type=float, default=0.0,
+                    help="wall-time budget of this piece of a candidate's training (0: none); --resume continues it")
     args = ap.parse_args()
     if not args.data.is_dir():
         print(f"skipped: {args.data} is not here (the PBC images)")
@@ -86,6 +89,8 @@ def main() -> None:
         augmenter_name, extra = CANDIDATES[name]
         params = {"epochs": args.epochs, "snapshot_every": args.every, "snapshot_per_class": args.per_class,
                   "sample_every": args.every, "checkpoint_every": args.every, **extra}
+        if args.minutes:
+            params["minutes"] = args.minutes  # a budget: left out of the run's identity, so --resume may change it
         resume = args.resume and (folder / augmenter_name / "checkpoints" / "latest.pt").exists()
         print(f"{name}: {'resuming' if resume else 'training'} {augmenter_name} {params}", flush=True)
         started = time.time()
