@@ -96,8 +96,8 @@ def test_latent_augmenters_refuse_it_with_a_reason(tmp_path):
         LatentPerturb({"generator": str(tmp_path / "saved")}).fit(_data(), Context(seed=0, device="cpu"))
 
 
-def test_v_prediction_and_dpm_solver_run_too(tmp_path):
-    aug = _fit(tmp_path, prediction="v_prediction", sampler="dpm")
+def test_epsilon_prediction_and_dpm_solver_run_too(tmp_path):
+    aug = _fit(tmp_path, prediction="epsilon", sampler="dpm")
     images = aug.generate(0, 2, Context(seed=0, device="cpu")).images
     assert images.shape == (2, 16, 16, 3) and images.std() > 0
 

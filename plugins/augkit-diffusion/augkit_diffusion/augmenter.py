@@ -54,8 +54,9 @@ class DiffusionParams:
     attention: list[bool] | None = field(default=None, metadata={
         "help": "self-attention at each resolution (as many as channels)"})
     layers_per_block: int | None = field(default=None, metadata={"min": 1})
-    prediction: Literal["epsilon", "v_prediction"] = field(default="epsilon", metadata={
-        "help": "what the UNet predicts: the noise, or the velocity"})
+    prediction: Literal["epsilon", "v_prediction"] = field(default="v_prediction", metadata={
+        "help": "what the UNet predicts: the velocity, or the noise (which cannot fix the colours at "
+                "the highest noise levels: see docs/results.md)"})
     p_uncond: float = field(default=0.1, metadata={
         "min": 0, "max": 1, "help": "label dropout in training: the unconditional model classifier-free guidance needs"})
     sampler: Literal["ddim", "dpm"] = field(default="ddim", metadata={"help": "DDIM (eta 0) or DPM-Solver++ (2nd order)"})
