@@ -87,6 +87,27 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
     assert losses[0] == losses[1] and len(losses[0]) == 6
 
 
+def test_a_run_started_before_an_option_existed_resumes_while_the_option_is_at_its_default(tmp_path):
+    import json
+
+    from augkit.errors import UserError
+
+    def killed(step):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, 6, callback=killed)
+    config = tmp_path / "config.json"
+    record = json.loads(config.read_text())
+    del record["identity"]["optimisation"]["ada_target"]  # as an older augkit wrote it
+    config.write_text(json.dumps(record))
+    with pytest.raises(UserError, match="started with optimisation.ada_target = None, now 0.6"):
+        _train(tmp_path, 6, resume=True, ada_target=0.6)  # the option set: not the run that was started
+    G, D, out = _train(tmp_path, 6, resume=True)
+    assert out["steps"] == 6
+
+
 def test_ada_moves_its_probability_with_d_s_confidence_and_resumes_it_exactly(tmp_path):
     # a low target (0.01): a D that scores most reals above 0 pushes p up. The controller's rule: every
     # ada_interval (2) steps p moves by the images seen since (2 x batch 8) / ada_images (64) = 0.25,

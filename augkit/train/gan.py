@@ -335,5 +335,17 @@ def train_gan(
         identity["snapshots"] = dataclasses.asdict(judge.spec)
         snapshots = snapshots_for(judge, task.generating_net, dev)
     result = run_training(task, streams, cadence, run_dir, config=config, resume=resume, callback=callback,
-                          identity=identity, snapshots=snapshots)
+                          identity=identity, identity_defaults=_option_defaults(), snapshots=snapshots)
     return {**result, "ema": task.ema}
+
+
+def _option_defaults() -> dict:
+    """GANConfig's defaults by identity key: a run started before an option existed resumes when the
+    option is at its default (new options default to the behaviour that came before them)."""
+    out = {}
+    for f in dataclasses.fields(GANConfig):
+        if f.default is not dataclasses.MISSING:
+            out[f"optimisation.{f.name}"] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f"optimisation.{f.name}"] = f.default_factory()
+    return out

@@ -205,24 +205,36 @@ class StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _differences(saved, now, prefix: str = "") -> list[tuple[str, object, object]]:
-    """(dotted key, saved value, value now) of every leaf that differs between two JSON-like records."""
+def _differences(saved, now, prefix: str = "", defaults: dict | None = None) -> list[tuple[str, object, object]]:
+    """(dotted key, saved value, value now) of every leaf that differs between two JSON-like records.
+    A key on one side only is no difference when its value there is its entry in ``defaults``."""
     if isinstance(saved, dict) and isinstance(now, dict):
-        return [d for k in sorted(set(saved) | set(now), key=str)
-                for d in _differences(saved.get(k), now.get(k), f"{prefix}{k}.")]
+        out = []
+        for k in sorted(set(saved) | set(now), key=str):
+            key = f"{prefix}{k}"
+            if (k in saved) != (k in now) and key in (defaults or {}):
+                if (saved[k] if k in saved else now[k]) == defaults[key]:
+                    continue
+            out += _differences(saved.get(k), now.get(k), f"{key}.", defaults)
+        return out
     return [(prefix.rstrip("."), saved, now)] if saved != now else []
 
 
-def check_resumable(run_dir: Path, identity: dict) -> None:
+def check_resumable(run_dir: Path, identity: dict, defaults: dict | None = None) -> None:
     """A resumed run must be the run that was started: the same ``identity`` (architecture, objective,
-    optimiser settings; not the budget). A difference is named, instead of a state_dict mismatch later."""
+    optimiser settings; not the budget). A difference is named, instead of a state_dict mismatch later.
+
+    ``defaults`` (dotted key -> value) are the options a version of augkit may have added after the run
+    started: a new option at its default behaves as the older version did, so a run started before it
+    existed still resumes, and one set otherwise is refused by name."""
     saved_file = run_dir / "config.json"
     if not saved_file.is_file():
         return
     saved = json.loads(saved_file.read_text()).get("identity")
     if saved is None:
         return  # a run folder of a version that did not record it
-    diffs = _differences(saved, json.loads(json.dumps(identity, default=str)))
+    as_json = json.loads(json.dumps({"identity": identity, "defaults": defaults or {}}, default=str))
+    diffs = _differences(saved, as_json["identity"], defaults=as_json["defaults"])
     if diffs:
         key, old, new = diffs[0]
         more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
@@ -233,17 +245,17 @@ def check_resumable(run_dir: Path, identity: dict) -> None:
 def run_training(task: Task, streams: Streams, cadence: Cadence, run_dir: str | Path, *, config: dict,
                  resume: bool = False, label: str | None = None, mean_over_ranks: bool = True,
                  callback: Callable[[int], None] | None = None, identity: dict | None = None,
-                 snapshots: Snapshots | None = None) -> dict:
+                 identity_defaults: dict | None = None, snapshots: Snapshots | None = None) -> dict:
     """Train ``task`` for ``cadence.steps`` steps in ``run_dir`` (``config`` is written to config.json);
     returns {"steps", "history", "stopped_early", "best_snapshot"}. ``mean_over_ranks``: log values
     averaged over ranks (false for a task every rank runs identically). ``callback(step)`` runs after
-    every step. ``identity``: what a resumed run must share with the run it continues (see
-    :func:`check_resumable`). ``snapshots``: score the run and keep its best snapshot (:class:`Snapshots`;
+    every step. ``identity``: what a resumed run must share with the run it continues, and
+    ``identity_defaults`` the defaults of options added since (see :func:`check_resumable`). ``snapshots``: score the run and keep its best snapshot (:class:`Snapshots`;
     ``best_snapshot`` is then {"step", "key", "value"} of the kept one)."""
     run_dir = Path(run_dir)
     ckpt_path = checkpoint_path(run_dir, resume)
     if resume and identity is not None:
-        check_resumable(run_dir, identity)
+        check_resumable(run_dir, identity, identity_defaults)
     if identity is not None:
         config = {**config, "identity": identity}
     rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
