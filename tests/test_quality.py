@@ -21,7 +21,7 @@ from augkit.quality.assess import QualitySpec, assess
 from augkit.quality.distances import frechet_distance, kernel_distance
 from augkit.quality.manifold import manifold_scores
 from augkit.quality.memorisation import calibrate_threshold, memorisation
-from augkit.quality.two_sample import TwoSampleSpec, real_vs_fake
+from augkit.quality.two_sample import TwoSampleSpec, describe, real_vs_fake
 
 
 def invoke(*args):
@@ -170,6 +170,23 @@ def test_the_two_sample_classifier_tells_noise_from_cells_and_gives_an_interval(
     assert result["per_side"] == 120 and result["test_images"] == 60
     assert result["accuracy"] > 0.75 and result["ci_low"] <= result["accuracy"] <= result["ci_high"]
     assert result["p_value"] < 0.01
+    assert not result["inconclusive"] and "held-out accuracy" in describe(result, 0.71)
+
+
+def test_a_two_sample_classifier_that_calls_every_image_one_side_is_inconclusive_not_indistinguishable(demo, monkeypatch):
+    import augkit.quality.two_sample as two_sample
+
+    ref, _ = demo
+
+    def learnt_nothing(x, y, val, spec, names, device, test, label):  # predicts the prior: "real" for all
+        return None, {"y_pred": np.zeros(len(test[1]), np.int64), "best_epoch": 1}
+
+    monkeypatch.setattr(two_sample.Classifier, "fit", staticmethod(learnt_nothing))
+    result = real_vs_fake(ref.images[:60], ref.images[60:120], TwoSampleSpec(model="test_resnet", epochs=1), "cpu")
+    assert result["accuracy"] == 0.5 and result["inconclusive"] and result["predicted_generated"] == 0.0
+    line = describe(result, 0.71)
+    assert line.startswith("inconclusive: the classifier called 100% of the 30 held-out images 'real'")
+    assert "indistinguishable" not in line
 
 
 def test_unknown_checks_and_mismatched_classes_or_sizes_are_clear_errors(demo, tmp_path):

@@ -73,6 +73,7 @@ def quality_cmd(real_path, fake_path, split_path, features, epochs, checks, n_pe
 def _print_quality(result: dict) -> None:
     from augkit.quality.report import number as f
     from augkit.quality.report import EXPERT_ACCURACY, row_flags
+    from augkit.quality.two_sample import describe
 
     table = Table("class", "n real/gen", "FD", "KID", "prec.", "recall", "density", "cover.", "MS-SSIM r/g",
                   "copies", "CAS", "flags", title="generative quality (augkit's own classifier features)")
@@ -85,10 +86,7 @@ def _print_quality(result: dict) -> None:
     out.print(table)
     if "two_sample" in result:
         t = result["two_sample"]
-        out.print(f"real-vs-fake classifier: held-out accuracy {t['accuracy']:.3f} [{t['ci_low']:.3f}, "
-                  f"{t['ci_high']:.3f}] on {t['test_images']} images (0.5 = indistinguishable; the thesis's "
-                  f"expert {EXPERT_ACCURACY})",
-                  highlight=False)
+        out.print(f"real-vs-fake classifier: {describe(t, EXPERT_ACCURACY)}", highlight=False)
     if o.get("reference_accuracy") is not None:
         out.print(f"CAS {o['cas_accuracy']:.3f} vs {o['reference_accuracy']:.3f} when trained on as many real images",
                   highlight=False)

@@ -306,6 +306,10 @@ def _two_sample_rows(result):
     if "real_vs_fake_accuracy" not in result["overall"]:
         return []
     t = result["two_sample"]
+    if t.get("inconclusive"):
+        from augkit.quality.two_sample import describe
+
+        return [f"| real-vs-fake classifier, held-out accuracy | – | {describe(t, EXPERT_ACCURACY)} |"]
     return [f"| real-vs-fake classifier, held-out accuracy | {number(t['accuracy'])} "
             f"[{number(t['ci_low'])}, {number(t['ci_high'])}] | 0.5 = indistinguishable; the thesis's expert: "
             f"{EXPERT_ACCURACY}; {t['test_images']} test images, p = {t['p_value']:.2g} |"]
@@ -325,7 +329,7 @@ def _two_sample(a: Assessment) -> None:
     ts = real_vs_fake(a.real.read(np.sort(rng.choice(len(a.real), k, replace=False))),
                       a.fake.read(np.sort(rng.choice(len(a.fake), k, replace=False))), spec, a.device)
     a.result["two_sample"] = ts
-    a.result["overall"]["real_vs_fake_accuracy"] = ts["accuracy"]
+    a.result["overall"]["real_vs_fake_accuracy"] = None if ts["inconclusive"] else ts["accuracy"]
 
 
 BUILTIN_CHECKS = tuple(_BUILTIN)

@@ -5,6 +5,10 @@ every generated image gives itself away. It is the machine version of the thesis
 a haematologist reached 0.71 on real vs AC-GAN images. The classifier is trained with the evaluator's
 training path (:func:`augkit.evaluate.trainer.train_run`) on balanced classes, the best epoch is chosen
 on a validation part, and accuracy is measured on a third part never used for either.
+
+A classifier that gives (nearly) every held-out image the same side has learnt nothing, and its 0.5
+says nothing about the images: that result is marked ``inconclusive`` (too few images per side, or too
+few epochs), never reported as "indistinguishable".
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from scipy.stats import binomtest
 from augkit.evaluate.classifier import Classifier, ClassifierSpec
 
 __all__ = ["TwoSampleSpec", "real_vs_fake"]
+
+#: a classifier that puts at least this share of the held-out images on one side has not learnt to separate them
+ONE_SIDED = 0.95
 
 
 @dataclass(frozen=True)
@@ -55,10 +62,27 @@ def real_vs_fake(real: np.ndarray, fake: np.ndarray, spec: TwoSampleSpec, device
 
     (train_x, train_y), val, test = part(0), part(1), part(2)
     _, run = Classifier.fit(train_x, train_y, val, spec, ("real", "generated"), device, test=test, label="real vs fake")
-    correct = int((np.asarray(run["y_pred"]) == test[1]).sum())
+    predicted = np.asarray(run["y_pred"])
+    correct = int((predicted == test[1]).sum())
     total = len(test[1])
+    said_generated = float((predicted == 1).mean())
     ci = binomtest(correct, total, 0.5).proportion_ci(0.95, method="wilson")  # two-sided interval
     p_value = binomtest(correct, total, 0.5, alternative="greater").pvalue
     return {"accuracy": correct / total, "ci_low": float(ci.low), "ci_high": float(ci.high),
             "p_value": float(p_value), "test_images": total, "per_side": n, "model": spec.model,
-            "epochs": spec.epochs, "best_epoch": run["best_epoch"], "seed": spec.seed}
+            "epochs": spec.epochs, "best_epoch": run["best_epoch"], "seed": spec.seed,
+            "predicted_generated": said_generated,
+            "inconclusive": max(said_generated, 1 - said_generated) >= ONE_SIDED}
+
+
+def describe(result: dict, expert: float) -> str:
+    """One line for a report: the accuracy with its interval, or why it says nothing."""
+    t = result
+    if t.get("inconclusive"):
+        side = "generated" if t["predicted_generated"] >= 0.5 else "real"
+        share = max(t["predicted_generated"], 1 - t["predicted_generated"])
+        return (f"inconclusive: the classifier called {share:.0%} of the {t['test_images']} held-out images "
+                f"'{side}', so it did not learn to separate them (too few images per side, {t['per_side']}, or "
+                f"epochs, {t['epochs']}); its accuracy {t['accuracy']:.3f} says nothing about the images")
+    return (f"held-out accuracy {t['accuracy']:.3f} [{t['ci_low']:.3f}, {t['ci_high']:.3f}] on {t['test_images']} "
+            f"images (0.5 = indistinguishable; the thesis's expert {expert})")
