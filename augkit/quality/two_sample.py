@@ -23,7 +23,8 @@ from augkit.evaluate.classifier import Classifier, ClassifierSpec
 
 __all__ = ["TwoSampleSpec", "real_vs_fake"]
 
-#: a classifier that puts at least this share of the held-out images on one side has not learnt to separate them
+#: a classifier that puts at least this share of the held-out images on one side has not learnt to
+#: separate them
 ONE_SIDED = 0.95
 
 
@@ -75,9 +76,8 @@ def real_vs_fake(real: np.ndarray, fake: np.ndarray, spec: TwoSampleSpec, device
             "inconclusive": max(said_generated, 1 - said_generated) >= ONE_SIDED}
 
 
-def describe(result: dict, expert: float) -> str:
-    """One line for a report: the accuracy with its interval, or why it says nothing."""
-    t = result
+def describe(t: dict, expert: float) -> str:
+    """One line for a report of result ``t``: the accuracy with its interval, or why it says nothing."""
     if t.get("inconclusive"):
         side = "generated" if t["predicted_generated"] >= 0.5 else "real"
         share = max(t["predicted_generated"], 1 - t["predicted_generated"])

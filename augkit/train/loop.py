@@ -250,7 +250,8 @@ def run_training(task: Task, streams: Streams, cadence: Cadence, run_dir: str | 
     returns {"steps", "history", "stopped_early", "best_snapshot"}. ``mean_over_ranks``: log values
     averaged over ranks (false for a task every rank runs identically). ``callback(step)`` runs after
     every step. ``identity``: what a resumed run must share with the run it continues, and
-    ``identity_defaults`` the defaults of options added since (see :func:`check_resumable`). ``snapshots``: score the run and keep its best snapshot (:class:`Snapshots`;
+    ``identity_defaults`` the defaults of options added since (see :func:`check_resumable`).
+    ``snapshots``: score the run and keep its best snapshot (:class:`Snapshots`;
     ``best_snapshot`` is then {"step", "key", "value"} of the kept one)."""
     run_dir = Path(run_dir)
     ckpt_path = checkpoint_path(run_dir, resume)
