@@ -153,13 +153,20 @@ def parse_params(cls: type, values: Mapping[str, Any] | None, where: str) -> Any
         raise ParamError(f"{where}: {exc}") from None
 
 
+def field_defaults(cls: type) -> dict[str, Any]:
+    """The default of each field of dataclass ``cls`` that has one (a default factory is called)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
 def describe_params(cls: type) -> list[dict[str, Any]]:
     """name, type, default and help of each parameter: for `augkit plugins --params` and docs."""
     hints = typing.get_type_hints(cls)
-    out = []
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        out.append({"name": f.name, "type": _describe(hints[f.name]), "default": default,
-                    "help": f.metadata.get("help", "")})
-    return out
+    defaults = field_defaults(cls)
+    return [{"name": f.name, "type": _describe(hints[f.name]), "default": defaults.get(f.name),
+             "help": f.metadata.get("help", "")} for f in dataclasses.fields(cls)]

@@ -24,6 +24,7 @@ from augkit import distributed
 from augkit.data.reader import ImageDataset
 from augkit.errors import UserError
 from augkit.images import save_grid, to_input, to_uint8
+from augkit.params import field_defaults
 from augkit.train.diffaugment import diff_augment
 from augkit.train.ema import EMA
 from augkit.train.loop import Cadence, Streams, Task, run_training
@@ -342,10 +343,4 @@ def train_gan(
 def _option_defaults() -> dict:
     """GANConfig's defaults by identity key: a run started before an option existed resumes when the
     option is at its default (new options default to the behaviour that came before them)."""
-    out = {}
-    for f in dataclasses.fields(GANConfig):
-        if f.default is not dataclasses.MISSING:
-            out[f"optimisation.{f.name}"] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            out[f"optimisation.{f.name}"] = f.default_factory()
-    return out
+    return {f"optimisation.{name}": value for name, value in field_defaults(GANConfig).items()}
