@@ -123,7 +123,10 @@ class Recipe:
     def plan(self) -> list[str]:
         """What a run of this recipe does, line by line (`augkit run --check`): the plan that runs."""
         from augkit.cache import cache_root
+        from augkit.quality.diversity import COLLAPSE_CHECK_IMAGES, MIN_SIZE
+        from augkit.registry import get_registry
 
+        registry = get_registry()
         fractions = ", ".join(f"{k} {v:g}" for k, v in (self.data.split or DEFAULT_FRACTIONS).items())
         lines = [f"recipe {self.name}: OK (fingerprint {self.fingerprint()})",
                  f"  data: {self.data.source} at {self.data.image_size}px; split: the source's split folders when "
@@ -132,7 +135,12 @@ class Recipe:
         for step in self.order():
             what = step.amount.describe() if step.amount else "trains only"
             needs = f", after {', '.join(step.needs)}" if step.needs else ""
-            lines.append(f"  step {step.id}: {step.name}, {what}{needs}")
+            cls = registry.get(step.name).cls
+            # the runner's collapse alarm generates images of its own: a plan that runs says so
+            check = (f"; after training, a collapse check ({COLLAPSE_CHECK_IMAGES} generated and real images "
+                     f"per class, MS-SSIM)"
+                     if cls.trains and cls.conditional and self.data.image_size >= MIN_SIZE else "")
+            lines.append(f"  step {step.id}: {step.name}, {what}{needs}{check}")
         if self.quality:
             q = self.quality
             lines.append(f"  quality: {', '.join(q.checks)} of each step's images; features of {q.features} "

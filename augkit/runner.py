@@ -342,9 +342,9 @@ class Runner:
 
     def _diversity(self, step: StepSpec, augmenter, train: ImageDataset, step_dir: Path) -> None:
         """Per-class MS-SSIM of generated vs real images (steps/<id>/diversity.md): the collapse alarm."""
-        from augkit.quality.diversity import write_diversity_report
+        from augkit.quality.diversity import MIN_SIZE, write_diversity_report
 
-        if min(train.image_size) < 16:
+        if min(train.image_size) < MIN_SIZE:
             return
         rows = write_diversity_report(augmenter, train, self._context(step, None), step_dir)
         collapsed = [r["class"] for r in rows if r["collapsed"]]

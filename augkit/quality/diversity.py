@@ -199,7 +199,11 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_diversity_report(augmenter, train, ctx, out_dir, n: int = 100) -> list[dict]:
+#: images per class and side in the collapse alarm a recipe runs after training a conditional generator
+COLLAPSE_CHECK_IMAGES = 100
+
+
+def write_diversity_report(augmenter, train, ctx, out_dir, n: int = COLLAPSE_CHECK_IMAGES) -> list[dict]:
     """The mode-collapse alarm for a trained class-conditional augmenter: ``n`` generated vs ``n`` real
     images per class, written to ``out_dir``/diversity.json and diversity.md; returns the rows."""
     import json
