@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 KEY_LENGTH = 20  # hex digits: 80 bits, no collision in any cache a team will fill
+#: the model cache's folder of finished classifier runs, which recipes and `augkit evaluate` share
+CLASSIFIER_RUNS = "classifier-runs"
 
 
 def cache_root() -> Path:

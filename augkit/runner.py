@@ -29,7 +29,7 @@ import numpy as np
 
 from augkit import __version__, atomic, distributed
 from augkit.augment import Context
-from augkit.cache import cache_key, cache_root
+from augkit.cache import CLASSIFIER_RUNS, cache_key, cache_root
 from augkit.data.reader import H5Dataset, ImageDataset
 from augkit.data.split import Split, nested_subsets, rows_fingerprint, stratified_split
 from augkit.errors import DataError, Paused, UserError
@@ -413,7 +413,7 @@ class Runner:
                 for name in spec.arms]
         summary = evaluate(self.data_path, arms, self.here / "evaluate", split=self.split, test=self.recipe.data.test,
                            seeds=spec.seeds, config=spec.config, device=self.device, n_boot=spec.bootstrap,
-                           run_cache=self.cache.root / "classifier-runs", say=self.say)
+                           run_cache=self.cache.root / CLASSIFIER_RUNS, say=self.say)
         if summary["reused_runs"]:
             self.say(f"evaluate: reused finished classifier runs from the cache ({', '.join(summary['reused_runs'])}): "
                      "same data, split, settings, seed and synthetic images")

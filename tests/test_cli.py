@@ -194,3 +194,21 @@ def test_train_errors(tmp_path, monkeypatch, args, message):
     extra = ["--data", str(tiny)] + (["--out", "run"] if args[0] == "train" else [])
     result = invoke(*args, *extra)
     assert result.exit_code == 2 and message in result.stderr, result.output
+
+
+def test_evaluate_reuses_finished_runs_from_the_model_cache_unless_told_not_to(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    data = write_dataset(tmp_path / "d.h5", counts=(20, 20), size=16)
+    args = ["evaluate", "--data", str(data), "--arm", "baseline", "--model", "test_resnet", "--epochs", "1",
+            "--batch-size", "16", "--bootstrap", "100", "--device", "cpu"]
+    first = invoke(*args, "--out", str(tmp_path / "first"))
+    assert first.exit_code == 0, first.output
+    assert "reused" not in first.output
+    again = invoke(*args, "--out", str(tmp_path / "again"))
+    assert again.exit_code == 0 and "reused finished runs from" in again.output and "baseline seed 0" in again.output
+    runs = [json.loads((tmp_path / name / "metrics.json").read_text())["arms"]["baseline"]["runs"][0]
+            for name in ("first", "again")]
+    assert runs[0]["metrics"] == runs[1]["metrics"]
+    assert len(list((tmp_path / "cache" / "classifier-runs").iterdir())) == 1
+    fresh = invoke(*args, "--no-reuse", "--out", str(tmp_path / "fresh"))
+    assert fresh.exit_code == 0 and "reused" not in fresh.output

@@ -48,10 +48,14 @@ from augkit.cli.common import DEVICE, SYNC_BN, out
 @click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(min=100),
               help="Bootstrap resamples (over seeds and test images) for the intervals.")
 @SYNC_BN
+@click.option("--reuse/--no-reuse", default=True, show_default=True,
+              help="Reuse finished classifier runs from augkit's model cache (the runs recipes share): same data, "
+                   "split, settings, seed and synthetic images.")
 def evaluate_cmd(data_path, arms, out_dir, split_path, split_seed, test_path, seeds, model, epochs, schedule, patience,
                  batch_size, lr, input_aug, tta, balanced_sampling, class_weights, equal_steps, pretrained, device,
-                 bootstrap, sync_bn):
+                 bootstrap, sync_bn, reuse):
     """Train a classifier per arm and seed; report per-class deltas against the baseline with 95% CIs."""
+    from augkit.cache import CLASSIFIER_RUNS, cache_root
     from augkit.evaluate import evaluate
 
     config = {"model": model, "epochs": epochs, "schedule": schedule, "patience": patience, "batch_size": batch_size,
@@ -60,9 +64,13 @@ def evaluate_cmd(data_path, arms, out_dir, split_path, split_seed, test_path, se
               "equal_steps": equal_steps}
     device = distributed.setup(device, sync_batchnorm=sync_bn)
     summary = evaluate(data_path, list(arms), out_dir, split=split_path, split_seed=split_seed, test=test_path,
-                       seeds=seeds, config=config, device=device, n_boot=bootstrap)
+                       seeds=seeds, config=config, device=device, n_boot=bootstrap,
+                       run_cache=cache_root() / CLASSIFIER_RUNS if reuse else None)
     if not distributed.is_main():
         return
+    if summary["reused_runs"]:
+        out.print(f"reused finished runs from {cache_root() / CLASSIFIER_RUNS}: {', '.join(summary['reused_runs'])} "
+                  "(--no-reuse trains them again)", highlight=False)
     from augkit.evaluate.report import verdict
 
     table = Table("arm", "weighted F1 (mean)", "Δ vs baseline [95% CI]", "verdict")
