@@ -88,5 +88,6 @@ def _print_quality(result: dict) -> None:
         t = result["two_sample"]
         out.print(f"real-vs-fake classifier: {describe(t, EXPERT_ACCURACY)}", highlight=False)
     if o.get("reference_accuracy") is not None:
-        out.print(f"CAS {o['cas_accuracy']:.3f} vs {o['reference_accuracy']:.3f} when trained on as many real images",
-                  highlight=False)
+        from augkit.quality.cas import describe as describe_cas
+
+        out.print(describe_cas(result["cas"]), highlight=False)

@@ -22,7 +22,7 @@ import torch
 from augkit.cache import cache_key
 from augkit.evaluate.classifier import Classifier, ClassifierSpec
 
-__all__ = ["CASSpec", "classification_accuracy_score"]
+__all__ = ["CASSpec", "classification_accuracy_score", "describe"]
 
 
 @dataclass(frozen=True)
@@ -96,4 +96,20 @@ def classification_accuracy_score(fake: tuple[np.ndarray, np.ndarray], test: tup
         images_r, labels_r = real[0][pick], real[1][pick]
         out["reference"] = _cached(cache_dir, [images_r, labels_r, test[0], test[1]], spec, lambda: _one(
             images_r, labels_r, test, num_classes, spec, device, "reference (train on real)"))
+        out["chance"] = 1 / num_classes
+        # A reference nearer chance than perfect learnt too little from these images and epochs: a CAS
+        # close to it, or above it, then says nothing about the generator.
+        out["uninformative"] = out["reference"]["accuracy"] < (1 + out["chance"]) / 2
     return out
+
+
+def describe(result: dict) -> str:
+    """One line on a CAS result: the score against its real-trained reference, or why it says little."""
+    c, ref = result["cas"]["accuracy"], result.get("reference")
+    if ref is None:
+        return f"CAS {c:.3f} (no real-trained reference)"
+    if result.get("uninformative"):
+        return (f"uninformative: the reference trained on as many real images reached only {ref['accuracy']:.3f} "
+                f"(chance {result['chance']:.3f}) in {result['epochs']} epochs, so CAS {c:.3f} compares two "
+                "classifiers that learnt little; raise --cas-epochs")
+    return f"CAS {c:.3f} vs {ref['accuracy']:.3f} when trained on as many real images"
