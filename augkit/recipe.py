@@ -137,7 +137,7 @@ class Recipe:
             needs = f", after {', '.join(step.needs)}" if step.needs else ""
             cls = registry.get(step.name).cls
             # the runner's collapse alarm generates images of its own: a plan that runs says so
-            check = (f"; after training, a collapse check ({COLLAPSE_CHECK_IMAGES} generated and real images "
+            check = (f"; when it trains, a collapse check ({COLLAPSE_CHECK_IMAGES} generated and real images "
                      f"per class, MS-SSIM)"
                      if cls.trains and cls.conditional and self.data.image_size >= MIN_SIZE else "")
             lines.append(f"  step {step.id}: {step.name}, {what}{needs}{check}")

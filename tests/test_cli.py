@@ -198,17 +198,20 @@ def test_train_errors(tmp_path, monkeypatch, args, message):
 
 def test_evaluate_reuses_finished_runs_from_the_model_cache_unless_told_not_to(tmp_path, monkeypatch):
     monkeypatch.setenv("AUGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
     data = write_dataset(tmp_path / "d.h5", counts=(20, 20), size=16)
+    write_dataset(tmp_path / "locked.h5", counts=(6, 6), size=16, seed=1)
     args = ["evaluate", "--data", str(data), "--arm", "baseline", "--model", "test_resnet", "--epochs", "1",
             "--batch-size", "16", "--bootstrap", "100", "--device", "cpu"]
-    first = invoke(*args, "--out", str(tmp_path / "first"))
+    first = invoke(*args, "--test", "locked.h5", "--out", str(tmp_path / "first"))
     assert first.exit_code == 0, first.output
     assert "reused" not in first.output
-    again = invoke(*args, "--out", str(tmp_path / "again"))
+    # the same test set by another path (as a recipe gives it, absolute) is the same run
+    again = invoke(*args, "--test", str(tmp_path / "locked.h5"), "--out", str(tmp_path / "again"))
     assert again.exit_code == 0 and "reused finished runs from" in again.output and "baseline seed 0" in again.output
     runs = [json.loads((tmp_path / name / "metrics.json").read_text())["arms"]["baseline"]["runs"][0]
             for name in ("first", "again")]
     assert runs[0]["metrics"] == runs[1]["metrics"]
     assert len(list((tmp_path / "cache" / "classifier-runs").iterdir())) == 1
-    fresh = invoke(*args, "--no-reuse", "--out", str(tmp_path / "fresh"))
+    fresh = invoke(*args, "--test", "locked.h5", "--no-reuse", "--out", str(tmp_path / "fresh"))
     assert fresh.exit_code == 0 and "reused" not in fresh.output

@@ -234,7 +234,7 @@ def test_cli_run_checks_prints_the_plan_and_reports_mistakes_in_one_line(tmp_pat
     assert "step acgan: acgan, +50% per class, after vanilla" in result.stdout
     # the collapse alarm generates images after a class-conditional generator trains: the plan says so
     plan = {line.split(":")[0].strip(): line for line in result.stdout.splitlines()}
-    assert "collapse check (100 generated and real images per class" in plan["step acgan"]
+    assert "when it trains, a collapse check (100 generated and real images per class" in plan["step acgan"]
     assert "collapse check" not in plan["step vanilla"] + plan["step classical"]
     assert "2 epochs" in result.stdout
     assert "protocol: equal optimiser steps per epoch" in result.stdout and "validation plateau" in result.stdout

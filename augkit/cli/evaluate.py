@@ -50,7 +50,8 @@ from augkit.cli.common import DEVICE, SYNC_BN, out
 @SYNC_BN
 @click.option("--reuse/--no-reuse", default=True, show_default=True,
               help="Reuse finished classifier runs from augkit's model cache (the runs recipes share): same data, "
-                   "split, settings, seed and synthetic images.")
+                   "split, settings, seed and synthetic images. --no-reuse trains every run and leaves the cache "
+                   "as it was.")
 def evaluate_cmd(data_path, arms, out_dir, split_path, split_seed, test_path, seeds, model, epochs, schedule, patience,
                  batch_size, lr, input_aug, tta, balanced_sampling, class_weights, equal_steps, pretrained, device,
                  bootstrap, sync_bn, reuse):

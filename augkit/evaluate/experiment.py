@@ -125,7 +125,8 @@ def evaluate(
 
     settings = {"config": dataclasses.asdict(cfg), "data": base.info.fingerprint,
                 "split": cache_key(the_split.to_json()),
-                "test": str(test) if test else None}
+                # by content, not by the path as typed: `--test x.h5` and a recipe's absolute path are one set
+                "test": test_file.info.fingerprint if test is not None else None}
     settings.update(distributed.cache_key_fields())
     key = cache_key(settings)
 

@@ -98,8 +98,9 @@ def classification_accuracy_score(fake: tuple[np.ndarray, np.ndarray], test: tup
             images_r, labels_r, test, num_classes, spec, device, "reference (train on real)"))
         out["chance"] = 1 / num_classes
         # A reference nearer chance than perfect learnt too little from these images and epochs: a CAS
-        # close to it, or above it, then says nothing about the generator.
-        out["uninformative"] = out["reference"]["accuracy"] < (1 + out["chance"]) / 2
+        # close to it, or above it, then says nothing about the generator. Balanced accuracy, whose chance
+        # is 1/classes however unequal the test classes (answering the largest class scores more in accuracy).
+        out["uninformative"] = out["reference"]["balanced_accuracy"] < (1 + out["chance"]) / 2
     return out
 
 
@@ -109,7 +110,8 @@ def describe(result: dict) -> str:
     if ref is None:
         return f"CAS {c:.3f} (no real-trained reference)"
     if result.get("uninformative"):
-        return (f"uninformative: the reference trained on as many real images reached only {ref['accuracy']:.3f} "
-                f"(chance {result['chance']:.3f}) in {result['epochs']} epochs, so CAS {c:.3f} compares two "
-                "classifiers that learnt little; raise --cas-epochs")
+        return (f"uninformative: the reference trained on as many real images reached a balanced accuracy of only "
+                f"{ref['balanced_accuracy']:.3f} (chance {result['chance']:.3f}) in {result['epochs']} epochs, so "
+                f"CAS {c:.3f} is set against a classifier that learnt little; raise the CAS epochs (--cas-epochs, "
+                "or cas_epochs in a recipe's [quality])")
     return f"CAS {c:.3f} vs {ref['accuracy']:.3f} when trained on as many real images"
