@@ -123,7 +123,7 @@ class Recipe:
     def plan(self) -> list[str]:
         """What a run of this recipe does, line by line (`augkit run --check`): the plan that runs."""
         from augkit.cache import cache_root
-        from augkit.quality.diversity import COLLAPSE_CHECK_IMAGES, MIN_SIZE
+        from augkit.quality.diversity import COLLAPSE_CHECK_IMAGES, runs_collapse_check
         from augkit.registry import get_registry
 
         registry = get_registry()
@@ -135,11 +135,10 @@ class Recipe:
         for step in self.order():
             what = step.amount.describe() if step.amount else "trains only"
             needs = f", after {', '.join(step.needs)}" if step.needs else ""
-            cls = registry.get(step.name).cls
             # the runner's collapse alarm generates images of its own: a plan that runs says so
             check = (f"; when it trains, a collapse check ({COLLAPSE_CHECK_IMAGES} generated and real images "
                      f"per class, MS-SSIM)"
-                     if cls.trains and cls.conditional and self.data.image_size >= MIN_SIZE else "")
+                     if runs_collapse_check(registry.get(step.name).cls, self.data.image_size) else "")
             lines.append(f"  step {step.id}: {step.name}, {what}{needs}{check}")
         if self.quality:
             q = self.quality

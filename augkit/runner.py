@@ -269,9 +269,11 @@ class Runner:
                 fit_augmenter(augmenter, train, self._context(step, step_dir, resume))
 
                 def keep() -> None:  # rank 0 alone writes the trained augmenter, its report and the cache
+                    from augkit.quality.diversity import runs_collapse_check
+
                     with atomic.folder(step_dir / "augmenter") as tmp:
                         augmenter.save(tmp)
-                    if augmenter.conditional:
+                    if runs_collapse_check(cls, min(train.image_size)):
                         self._diversity(step, augmenter, train, step_dir)
                     stored = self.cache.put(key, step_dir, {
                         "step": step.id, "augmenter": step.name, "recipe": str(self.recipe.path),
@@ -342,10 +344,8 @@ class Runner:
 
     def _diversity(self, step: StepSpec, augmenter, train: ImageDataset, step_dir: Path) -> None:
         """Per-class MS-SSIM of generated vs real images (steps/<id>/diversity.md): the collapse alarm."""
-        from augkit.quality.diversity import MIN_SIZE, write_diversity_report
+        from augkit.quality.diversity import write_diversity_report
 
-        if min(train.image_size) < MIN_SIZE:
-            return
         rows = write_diversity_report(augmenter, train, self._context(step, None), step_dir)
         collapsed = [r["class"] for r in rows if r["collapsed"]]
         if collapsed:

@@ -64,13 +64,13 @@ def evaluate_cmd(data_path, arms, out_dir, split_path, split_seed, test_path, se
               "balanced_sampling": balanced_sampling, "class_weights": class_weights, "pretrained": pretrained,
               "equal_steps": equal_steps}
     device = distributed.setup(device, sync_batchnorm=sync_bn)
+    run_cache = cache_root() / CLASSIFIER_RUNS if reuse else None
     summary = evaluate(data_path, list(arms), out_dir, split=split_path, split_seed=split_seed, test=test_path,
-                       seeds=seeds, config=config, device=device, n_boot=bootstrap,
-                       run_cache=cache_root() / CLASSIFIER_RUNS if reuse else None)
+                       seeds=seeds, config=config, device=device, n_boot=bootstrap, run_cache=run_cache)
     if not distributed.is_main():
         return
     if summary["reused_runs"]:
-        out.print(f"reused finished runs from {cache_root() / CLASSIFIER_RUNS}: {', '.join(summary['reused_runs'])} "
+        out.print(f"reused finished runs from {run_cache}: {', '.join(summary['reused_runs'])} "
                   "(--no-reuse trains them again)", highlight=False)
     from augkit.evaluate.report import verdict
 

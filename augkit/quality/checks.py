@@ -259,14 +259,12 @@ def _memorisation(a: Assessment) -> None:
 def _cas_rows(result):
     o = result["overall"]
     if "cas_accuracy" in o:
-        ref = o.get("reference_accuracy")
-        if result["cas"].get("uninformative"):
-            from augkit.quality.cas import describe
+        from augkit.quality.cas import describe
 
-            return [f"| train on generated, test on real (CAS) | {number(o['cas_accuracy'])} | "
-                    f"{describe(result['cas'])} |"]
-        return [f"| train on generated, test on real (CAS) | {number(o['cas_accuracy'])} | "
-                + (f"train on as many real images: {number(ref)} |" if ref is not None else "|")]
+        ref = o.get("reference_accuracy")
+        reading = (f"{describe(result['cas'])} |" if result["cas"].get("uninformative")
+                   else f"train on as many real images: {number(ref)} |" if ref is not None else "|")
+        return [f"| train on generated, test on real (CAS) | {number(o['cas_accuracy'])} | {reading}"]
     if isinstance(result.get("cas"), dict) and result["cas"].get("skipped"):
         return [f"| train on generated, test on real (CAS) | – | {result['cas']['skipped']} |"]
     return []

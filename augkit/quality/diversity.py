@@ -17,7 +17,7 @@ import torch
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 __all__ = ["DEFAULT_RATIO_THRESHOLD", "class_positions", "is_collapsed", "ms_ssim_settings", "pairwise_ms_ssim",
-           "class_diversity", "format_table", "write_diversity_report"]
+           "class_diversity", "format_table", "runs_collapse_check", "write_diversity_report"]
 
 STANDARD_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, finest scale first
 MIN_SIZE = 16
@@ -201,6 +201,12 @@ def format_table(rows: list[dict]) -> str:
 
 #: images per class and side in the collapse alarm a recipe runs after training a conditional generator
 COLLAPSE_CHECK_IMAGES = 100
+
+
+def runs_collapse_check(augmenter_cls: type, image_size: int) -> bool:
+    """Whether a recipe checks a trained augmenter for collapse: a class-conditional generator it trains,
+    at a size MS-SSIM can measure. The runner and the plan both ask here, so the plan says what runs."""
+    return bool(augmenter_cls.trains and augmenter_cls.conditional and image_size >= MIN_SIZE)
 
 
 def write_diversity_report(augmenter, train, ctx, out_dir, n: int = COLLAPSE_CHECK_IMAGES) -> list[dict]:
