@@ -97,6 +97,8 @@ CASES = [
     ("info-not-hdf5", "data info {r}/notes.txt", "notes.txt", []),
     ("info-corrupt", "data info {r}/fake.h5", "fake.h5", []),
     ("split-val-over-1", "data split {r}/d.h5 --out {o}/s.json --val 1.5", "--val", ["s.json"]),
+    ("split-train-fraction-0", "data split {r}/d.h5 --out {o}/s.json --train-fraction 0", "--train-fraction",
+     ["s.json"]),
     ("split-fractions-over-1", "data split {r}/d.h5 --out {o}/s.json --val 0.6 --test 0.6", "split", ["s.json"]),
     ("split-missing-data", "data split {r}/missing.h5 --out {o}/s.json", "missing.h5", ["s.json"]),
     ("split-over-existing", "data split {r}/d.h5 --out {r}/exists.h5", "already exists", []),

@@ -134,3 +134,20 @@ def test_a_folder_that_is_no_generator_is_named(with_plugin, train, tmp_path):
         load_generator(classical)
     with pytest.raises(UserError, match="cannot interpolate: it has no latent space"):
         registry.get_augmenter("classical").interpolate(3, Context(seed=0, device="cpu"))
+
+
+def test_augkit_train_checks_collapse_only_at_sizes_ms_ssim_can_measure(with_plugin, tmp_path):
+    from click.testing import CliRunner
+
+    from augkit.cli import cli
+    from conftest import write_dataset
+
+    for size in (8, 16):
+        write_dataset(tmp_path / f"d{size}.h5", counts=(8, 8), size=size)
+        run = tmp_path / f"run{size}"
+        result = CliRunner().invoke(cli, ["--quiet", "train", "tiny_conditional", "--data", str(tmp_path / f"d{size}.h5"),
+                                          "--out", str(run), "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        assert (run / "augmenter").is_dir()
+        skipped = "no collapse check: MS-SSIM needs images of at least 16 px, these are 8 px" in result.stderr
+        assert skipped == (size == 8) and (run / "diversity.json").is_file() == (size == 16)

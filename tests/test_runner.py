@@ -338,6 +338,18 @@ def test_train_fractions_train_every_step_on_its_nested_subset_and_draw_the_curv
         assert record["train_rows_sha256"] == rows_fingerprint(half_train)
     parents = H5Dataset(half / "shards" / "classical.h5").parent
     assert set(parents[parents >= 0]) <= set(half_train)
+    # `augkit data split --train-fraction` writes the fraction's split, so the separate commands
+    # (train, augment, evaluate --split) can repeat a recipe's low-data arm row for row
+    from click.testing import CliRunner
+
+    from augkit.cli import cli
+
+    made = CliRunner().invoke(cli, ["--quiet", "data", "split", str(out / "data" / "dataset.h5"), "--out",
+                                    str(tmp_path / "half.json"), "--train-fraction", "0.5", "--seed", "0"])
+    assert made.exit_code == 0 and f"train {len(half_train)}" in made.output, made.output
+    by_cli = json.loads((tmp_path / "half.json").read_text())
+    by_recipe = json.loads((half / "evaluate" / "split.json").read_text())
+    assert all(by_cli[part] == by_recipe[part] for part in ("train", "val", "test"))
     curve = json.loads((out / "evaluate" / "curve.json").read_text())
     assert curve["fractions"] == [0.5, 1.0]
     assert [p["real_images"] for p in curve["points"]["baseline"]] == [len(half_train), len(full_train)]

@@ -84,8 +84,13 @@ def train_cmd(name, data_path, out_dir, split_path, params, seed, device, resume
         return
     augmenter.save(out_dir / "augmenter")
     out.print(f"trained '{name}': run folder {out_dir}, augmenter saved to {out_dir / 'augmenter'}")
-    if augmenter.conditional:
+    from augkit.quality.diversity import MIN_SIZE, runs_collapse_check
+
+    if runs_collapse_check(type(augmenter), min(train.image_size)):
         _diversity_report(augmenter, train, ctx, out_dir)
+    elif augmenter.conditional:
+        err.print(f"no collapse check: MS-SSIM needs images of at least {MIN_SIZE} px, these are "
+                  f"{min(train.image_size)} px", highlight=False)
 
 
 def _diversity_report(augmenter, train, ctx, out_dir: Path) -> None:

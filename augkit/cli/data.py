@@ -86,18 +86,26 @@ def data_info(path, as_json):
 @click.option("--test", default=0.15, show_default=True, type=click.FloatRange(0, 1, max_open=True))
 @seed()
 @click.option("--resplit", is_flag=True, help="Ignore the split folders the images came in and stratify anew.")
+@click.option("--train-fraction", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="Keep this share of every class's training rows (validation and test unchanged): the same "
+                   "nested, stratified subset a recipe's evaluate.train_fractions trains on with this --seed.")
 @force("the split file")
-def data_split(path, out_file, val, test, seed, resplit, force):
+def data_split(path, out_file, val, test, seed, resplit, train_fraction, force):
     """Make a stratified, seeded train/val/test split of a dataset's real rows."""
     from augkit.data.reader import H5Dataset
-    from augkit.data.split import stratified_split
+    from augkit.data.split import nested_subsets, stratified_split
 
     out_path(out_file, force)
     ds = H5Dataset(path)
     split = stratified_split(ds, {"train": 1.0 - val - test, "val": val, "test": test}, seed, use_fixed=not resplit)
-    split.save(out_file)
     how = ("from the source's split folders" if split.method == "fixed" else split.method
            if split.method.startswith("fixed") else f"stratified, seed {seed}")
+    if train_fraction < 1.0:
+        full = len(split.train)
+        rows = nested_subsets(split.train, ds.labels[split.train], [train_fraction], seed)[train_fraction]
+        split = split.with_train(rows, train_fraction, seed)
+        how += f"; training rows: {len(split.train)} of {full}, nested stratified {train_fraction:g}"
+    split.save(out_file)
     out.print(f"wrote {out_file}: train {len(split.train)}, val {len(split.val)}, test {len(split.test)} ({how})")
 
 
