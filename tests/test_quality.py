@@ -245,8 +245,8 @@ def files(tmp_path_factory):
     keep = np.flatnonzero(labels < 3)
     images, labels = images[keep], labels[keep]
     real = _write(folder / "real.h5", images[: len(keep) // 2 + 60], labels[: len(keep) // 2 + 60], names)
-    fake = _write(folder / "shard.h5", images[len(keep) // 2 + 60:], labels[len(keep) // 2 + 60:], names,
-                  origins=("real", "planted"), origin=1)
+    _write(folder / "shard.h5", images[len(keep) // 2 + 60:], labels[len(keep) // 2 + 60:], names,
+           origins=("real", "planted"), origin=1)
     assert invoke("-q", "data", "split", str(real), "--out", str(folder / "split.json")).exit_code == 0
     return folder
 
