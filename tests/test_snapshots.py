@@ -136,6 +136,15 @@ def test_the_judge_scores_a_generator_that_keeps_its_class_above_one_that_swaps_
     assert again == good  # fixed latents and samples: the same generator scores the same
 
 
+def test_the_snapshot_extractor_trains_enough_steps_on_a_small_training_set():
+    spec = SnapshotSpec()
+    assert spec.extractor_epochs(8608, 64) == 3  # PBC's whole training split: 3 epochs are 402 steps
+    assert spec.extractor_epochs(860, 64) == 24  # its 10%: 13 steps an epoch, 3 epochs would be 39
+    assert spec.extractor_epochs(10, 10) == 30  # capped: a tiny set is not trained for 300 epochs
+    assert SnapshotSpec(feature_epochs=40).extractor_epochs(860, 64) == 40  # more epochs asked: given
+    assert SnapshotSpec(feature_steps=1).extractor_epochs(860, 64) == 3
+
+
 def test_cas_snapshots_need_a_class_conditional_generator():
     ds = ArrayDataset(np.zeros((8, 16, 16, 3), np.uint8), np.zeros(8, int), ["a"])
     with pytest.raises(ParamError, match="needs a class-conditional generator"):
