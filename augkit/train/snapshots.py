@@ -66,13 +66,13 @@ class SnapshotSpec:
                 "extractor"})
     feature_epochs: int = field(default=3, metadata={"min": 1, "help": "training epochs of the extractor, at least"})
     feature_steps: int = field(default=300, metadata={
-        "min": 1, "help": "optimiser steps of the extractor, at least (within 30 epochs): 3 epochs of a small "
-                          "training set leave it near chance, and its scores then rank snapshots at random"})
+        "min": 1, "help": f"optimiser steps of the extractor, at least (within {MAX_FEATURE_EPOCHS} epochs): 3 epochs "
+                          "of a small training set leave it near chance, and its scores then rank snapshots at random"})
 
     def extractor_epochs(self, n_fit: int, batch_size: int) -> int:
         """Epochs of the extractor trained on ``n_fit`` images: ``feature_epochs``, or more when those
         give fewer than ``feature_steps`` steps (3 epochs of PBC's 10%, 860 images, are 39 steps and
-        reached a validation weighted F1 of 0.05), but never more than 30."""
+        reached a validation weighted F1 of 0.05), but never more than ``MAX_FEATURE_EPOCHS``."""
         per_epoch = max(1, n_fit // max(1, batch_size))  # the trainer drops the last partial batch
         return max(self.feature_epochs, min(MAX_FEATURE_EPOCHS, -(-self.feature_steps // per_epoch)))
 
