@@ -31,7 +31,7 @@ from augkit import __version__, atomic, distributed
 from augkit.augment import Context
 from augkit.cache import CLASSIFIER_RUNS, cache_key, cache_root
 from augkit.data.reader import H5Dataset, ImageDataset
-from augkit.data.split import Split, nested_subsets, rows_fingerprint, stratified_split
+from augkit.data.split import Split, rows_fingerprint, stratified_split
 from augkit.errors import DataError, Paused, UserError
 from augkit.params import budget_fields
 from augkit.progress import also_log
@@ -465,11 +465,10 @@ class Runner:
             full = Split.load(self.out / "split.json", fingerprint=self.base.info.fingerprint)
             fractions = self.recipe.evaluate.train_fractions if self.recipe.evaluate is not None else (1.0,)
             # the whole training split first: its verdict is the headline, the smaller fractions follow
-            subsets = nested_subsets(full.train, self.base.labels[full.train], fractions, self.recipe.data.seed)
+            splits = full.with_train_fractions(self.base.labels, fractions, self.recipe.data.seed)
             for fraction in sorted(fractions, reverse=True):
                 self.fraction = fraction
-                self.split = full if fraction == 1.0 else full.with_train(subsets[fraction], fraction,
-                                                                         self.recipe.data.seed)
+                self.split = splits[fraction]
                 if fraction != 1.0:
                     self.say(f"training fraction {fraction:g}: {len(self.split.train)} of {len(full.train)} real "
                              "training images; every step and classifier of it learns from these only")

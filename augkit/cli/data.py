@@ -93,7 +93,7 @@ def data_info(path, as_json):
 def data_split(path, out_file, val, test, seed, resplit, train_fraction, force):
     """Make a stratified, seeded train/val/test split of a dataset's real rows."""
     from augkit.data.reader import H5Dataset
-    from augkit.data.split import nested_subsets, stratified_split
+    from augkit.data.split import stratified_split
 
     out_path(out_file, force)
     ds = H5Dataset(path)
@@ -102,8 +102,7 @@ def data_split(path, out_file, val, test, seed, resplit, train_fraction, force):
            if split.method.startswith("fixed") else f"stratified, seed {seed}")
     if train_fraction < 1.0:
         full = len(split.train)
-        rows = nested_subsets(split.train, ds.labels[split.train], [train_fraction], seed)[train_fraction]
-        split = split.with_train(rows, train_fraction, seed)
+        split = split.with_train_fractions(ds.labels, [train_fraction], seed)[train_fraction]
         how += f"; training rows: {len(split.train)} of {full}, nested stratified {train_fraction:g}"
     split.save(out_file)
     out.print(f"wrote {out_file}: train {len(split.train)}, val {len(split.val)}, test {len(split.test)} ({how})")

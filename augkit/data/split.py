@@ -136,6 +136,15 @@ class Split:
                                    method=f"{self.method}; training rows: nested stratified {fraction:g} "
                                           f"(seed {seed})")
 
+    def with_train_fractions(self, labels: np.ndarray, fractions, seed: int) -> dict[float, "Split"]:
+        """This split for each training fraction: its nested stratified subset (:func:`nested_subsets`
+        with ``seed``; ``labels`` of every row of the dataset), the split itself for 1.0. Recipes'
+        ``train_fractions`` and ``augkit data split --train-fraction`` both come here, so they give
+        the same rows."""
+        labels = np.asarray(labels)
+        subsets = nested_subsets(self.train, labels[self.train], fractions, seed)
+        return {f: self if f == 1.0 else self.with_train(rows, f, seed) for f, rows in subsets.items()}
+
     def to_json(self) -> dict:
         return {
             "method": self.method, "seed": self.seed, "fractions": self.fractions, "fingerprint": self.fingerprint,

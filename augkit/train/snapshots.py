@@ -24,9 +24,8 @@ bias FD upwards, so they are not the quality report's numbers.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -143,7 +142,7 @@ class SnapshotJudge:
         base = ExtractorSpec(seed=seed)
         epochs = spec.extractor_epochs(len(fit), min(base.batch_size, len(fit)))
         extractor = extractor_for(spec.features, train.subset(fit), train.subset(held),
-                                  dataclasses.replace(base, epochs=epochs), cache_dir, device, say)
+                                  replace(base, epochs=epochs), cache_dir, device, say)
         rng = np.random.default_rng([seed, 92])
         groups = ([np.flatnonzero(labels == c) for c in range(train.num_classes)] if conditional
                   else [np.arange(len(labels))])
