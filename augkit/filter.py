@@ -22,9 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from augkit import atomic, distributed
+from augkit.cache import cache_key
 from augkit.data.reader import ImageDataset
+from augkit.data.split import rows_fingerprint
 from augkit.errors import UserError
-from augkit.evaluate.classifier import Classifier, ClassifierSpec
+from augkit.evaluate.classifier import WEIGHTS, Classifier, ClassifierSpec
 
 
 @dataclass(frozen=True)
@@ -126,3 +129,38 @@ class ConsistencyFilter:
     @classmethod
     def load(cls, path: str | Path, device: str, spec: FilterSpec | None = None) -> "ConsistencyFilter":
         return cls(Classifier.load(path, device, FilterSpec), spec)
+
+    @classmethod
+    def ready(cls, path: str | Path, device: str, spec: FilterSpec, train: ImageDataset) -> "ConsistencyFilter":
+        """The saved classifier at ``path`` used as ``spec`` says, ready for :meth:`accept`: a selective
+        spec also embeds ``train``'s real images (its manifold)."""
+        consistency = cls.load(path, device, spec)
+        if spec.manifold_k:
+            consistency.fit_manifold(train)
+        return consistency
+
+
+def filter_for(spec: FilterSpec, train: ImageDataset, val: ImageDataset, device: str, cache_dir: Path,
+               say=lambda line: None) -> ConsistencyFilter:
+    """The filter ``spec`` asks for, its classifier trained on ``train`` (epoch chosen on ``val``) once
+    and kept under ``cache_dir``/<key>: keyed by what the classifier depends on (not the threshold or
+    the manifold test, which only use it), the dataset's fingerprint and the rows, so filters that
+    differ only in how they judge share one classifier."""
+    fingerprint = getattr(getattr(train, "info", None), "fingerprint", None)
+    record = {"classifier": spec.classifier_fields(), "data": fingerprint, "train_rows": rows_fingerprint(train.rows),
+              "val_rows": rows_fingerprint(val.rows), **distributed.cache_key_fields()}
+    folder = Path(cache_dir) / cache_key(record)
+    if fingerprint is None or not (folder / WEIGHTS).is_file():
+        say(f"filter: training a {spec.model} classifier on {len(train)} real training images ({spec.epochs} epochs)")
+        trained = ConsistencyFilter.train(train, val, spec, device)
+
+        def save() -> None:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            with atomic.folder(folder) as tmp:
+                trained.save(tmp)
+                atomic.write_json(tmp / "filter.json", {**record, "val_metrics": trained.val_metrics})
+
+        distributed.run_on_main(save)
+    else:
+        say(f"filter: reusing the {spec.model} classifier in {folder}")
+    return ConsistencyFilter.ready(folder, device, spec, train)

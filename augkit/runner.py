@@ -337,10 +337,7 @@ class Runner:
         folder.parent.mkdir(parents=True, exist_ok=True)
         self._stage(self._name(f"filter {key}"), train)
         # the step's own threshold, tries and manifold test over the shared classifier; its own counts
-        consistency = ConsistencyFilter.load(folder, self.device, spec)
-        if spec.manifold_k:
-            consistency.fit_manifold(self._train_rows())
-        return consistency
+        return ConsistencyFilter.ready(folder, self.device, spec, self._train_rows())
 
     def _diversity(self, step: StepSpec, augmenter, train: ImageDataset, step_dir: Path) -> None:
         """Per-class MS-SSIM of generated vs real images (steps/<id>/diversity.md): the collapse alarm."""

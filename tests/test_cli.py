@@ -101,6 +101,28 @@ def test_augment_uses_only_the_train_folder_of_a_fixed_split(tmp_path):
     assert out.read_sources([0, len(out) - 1]) == ["test/a/0.png", ""]  # imported files stay traceable
 
 
+def test_augment_filter_keeps_only_accepted_images_records_the_rates_and_trains_its_classifier_once(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("AUGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    data = write_dataset(tmp_path / "d.h5", counts=(20, 20), size=16)
+    assert invoke("data", "split", str(data), "--out", str(tmp_path / "s.json")).exit_code == 0
+    common = ["augment", "classical", "--data", str(data), "--split", str(tmp_path / "s.json"), "--amount", "0.5",
+              "--shard", "--filter", "--filter-param", "model=test_resnet", "--filter-param", "epochs=1",
+              "--filter-param", "batch_size=8"]
+    everything = invoke(*common, "--filter-param", "threshold=0", "--out", str(tmp_path / "all.h5"))
+    assert everything.exit_code == 0, everything.output
+    assert "filter acceptance per class: class0 100%, class1 100%" in everything.output
+    kept = H5Dataset(tmp_path / "all.h5").provenance["filter"]
+    assert kept["spec"]["threshold"] == 0 and {v["rate"] for v in kept["per_class"].values()} == {1.0}
+    # selective, with the same classifier: rotated noise lies off the manifold of the real noise images,
+    # so the amount cannot be reached: one line that says why, and no shard
+    selective = invoke(*common, "--filter-param", "threshold=0", "--filter-param", "manifold_k=2",
+                       "--out", str(tmp_path / "sel.h5"))
+    assert selective.exit_code == 2 and "outside the real class's manifold" in selective.stderr, selective.output
+    assert "reusing the test_resnet classifier" in selective.stderr and not (tmp_path / "sel.h5").exists()
+    assert len(list((tmp_path / "cache" / "filters").iterdir())) == 1
+
+
 def test_progress_shows_in_a_log_unless_quiet(tmp_path, monkeypatch):
     import augkit.progress as progress
 

@@ -167,3 +167,27 @@ def test_the_manifold_is_the_class_s_own_and_needs_more_images_than_k():
     assert not filt._inside(filt.classifier.features(grey_dark), 0).any()  # dark cells are not light ones
     with pytest.raises(UserError, match="class 'light' has 12 training images; the manifold test with manifold_k = 12"):
         selective(k=12)
+
+
+def test_a_filter_s_classifier_is_trained_once_and_shared_by_filters_that_only_judge_differently(tmp_path):
+    from augkit.data.split import stratified_split
+    from augkit.filter import filter_for
+    from conftest import write_dataset
+
+    base = H5Dataset(write_dataset(tmp_path / "d.h5", counts=(12, 12), size=16))
+    split = stratified_split(base, {"train": 0.5, "val": 0.5}, seed=0)
+    train, val = split.apply(base, "train"), split.apply(base, "val")
+    said: list[str] = []
+    spec = FilterSpec(model="test_resnet", epochs=1, batch_size=8)
+    first = filter_for(spec, train, val, "cpu", tmp_path / "filters", say=said.append)
+    stricter = filter_for(FilterSpec(model="test_resnet", epochs=1, batch_size=8, threshold=0.95, manifold_k=2),
+                          train, val, "cpu", tmp_path / "filters", say=said.append)
+    assert [line.split(":")[1].split()[0] for line in said] == ["training", "reusing"]
+    assert len(list((tmp_path / "filters").iterdir())) == 1
+    assert stricter.spec.threshold == 0.95 and stricter.manifold is not None and first.manifold is None
+    images = train.read(np.arange(4))
+    np.testing.assert_allclose(stricter.probabilities(images), first.probabilities(images), atol=1e-6)
+    # another training length is another classifier
+    filter_for(FilterSpec(model="test_resnet", epochs=2, batch_size=8), train, val, "cpu", tmp_path / "filters",
+               say=said.append)
+    assert said[-1].startswith("filter: training") and len(list((tmp_path / "filters").iterdir())) == 2

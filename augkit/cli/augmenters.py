@@ -121,10 +121,15 @@ def _diversity_report(augmenter, train, ctx, out_dir: Path) -> None:
               help="Use an augmenter trained with `augkit train` (its OUT/augmenter folder) instead of fitting one.")
 @click.option("--workdir", type=click.Path(path_type=Path), default=None,
               help="Folder for the augmenter's training run (checkpoints, samples); default: a temporary one.")
+@click.option("--filter", "use_filter", is_flag=True,
+              help="Keep only images that a classifier of the real training images assigns to their class "
+                   "(needs --split: the classifier's epoch is chosen on its validation rows).")
+@click.option("--filter-param", "filter_params", multiple=True,
+              help="Filter setting key=value (threshold, manifold_k, model, epochs, max_tries, ...; repeatable).")
 @DEVICE
 @force()
 def augment_cmd(name, data_path, out_file, amount, per_class, balance_to, split_path, params, seed, shard, from_dir,
-                workdir, device, force):
+                workdir, use_filter, filter_params, device, force):
     """Add synthetic images made by augmenter NAME to a dataset."""
     from augkit.augment import Amount
     from augkit.data.reader import H5Dataset
@@ -134,6 +139,7 @@ def augment_cmd(name, data_path, out_file, amount, per_class, balance_to, split_
     given = [v for v in (amount, per_class, balance_to) if v is not None]
     if len(given) != 1:
         raise UserError("give exactly one of --amount, --per-class, --balance-to")
+    filter_spec = _filter_spec(use_filter, filter_params, split_path)
     if balance_to is not None and balance_to != "max":
         try:
             balance_to = int(balance_to)
@@ -146,11 +152,45 @@ def augment_cmd(name, data_path, out_file, amount, per_class, balance_to, split_
     ctx = context(seed, device, workdir)
     if distributed.is_main():
         err.print(f"augmenting {where} with '{name}', {how.describe()}", highlight=False)
+    consistency = None
+    if filter_spec is not None:
+        if not augmenter.conditional:  # before the filter's classifier trains, not after
+            from augkit.generator import cannot_choose_a_class
+
+            raise UserError(cannot_choose_a_class(name))
+        from augkit.cache import cache_root
+        from augkit.data.split import Split
+        from augkit.filter import filter_for
+
+        val = Split.load(split_path, fingerprint=base.info.fingerprint).apply(base, "val")
+        consistency = filter_for(filter_spec, train, val, ctx.device, cache_root() / "filters",
+                                 say=lambda line: err.print(line, highlight=False) if distributed.is_main() else None)
     summary = augment_to_file(augmenter, train, out_file, how, ctx, base=None if shard else base,
                               fit=not (loaded and augmenter.trains), overwrite=force,
-                              provenance={"command": " ".join(sys.argv)})
+                              provenance={"command": " ".join(sys.argv)}, consistency=consistency)
     per_class = ", ".join(f"{k} {v}" for k, v in summary["per_class"].items())
     say(f"wrote {out_file}: {summary['total']} '{summary['origin']}' images ({per_class})", highlight=False)
+    if consistency is not None:
+        rates = ", ".join(f"{k} {v['rate']:.0%}" for k, v in summary["filter"].items() if v["rate"] is not None)
+        say(f"filter acceptance per class: {rates}", highlight=False)
+
+
+def _filter_spec(use_filter: bool, filter_params: tuple[str, ...], split_path: Path | None):
+    """The filter --filter and --filter-param ask for (None without --filter), checked before any work."""
+    from augkit.evaluate.models import check_model_name
+    from augkit.filter import FilterSpec
+    from augkit.params import parse_params
+
+    if not use_filter:
+        if filter_params:
+            raise UserError("--filter-param needs --filter")
+        return None
+    if split_path is None:
+        raise UserError("--filter needs --split: the filter's classifier is trained on the split's training rows "
+                        "and its epoch chosen on the validation rows")
+    spec = parse_params(FilterSpec, dict(parse_param(p, "--filter-param") for p in filter_params), where="--filter-param")
+    check_model_name(spec.model)
+    return spec
 
 
 @click.command("interpolate")

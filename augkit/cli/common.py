@@ -39,12 +39,12 @@ def out_path(path: Path, force: bool) -> Path:
     return path
 
 
-def parse_param(text: str) -> tuple[str, object]:
+def parse_param(text: str, option: str = "--param") -> tuple[str, object]:
     """``key=value`` with a TOML value (numbers, true/false, [lists], "strings"); bare words are strings."""
     from augkit.recipe import parse_value
 
     if "=" not in text:
-        raise UserError(f"--param '{text}': expected key=value")
+        raise UserError(f"{option} '{text}': expected key=value")
     key, raw = text.split("=", 1)
     return key.strip(), parse_value(raw.strip())
 
