@@ -254,3 +254,87 @@ def test_a_trained_gan_writes_a_shard_through_the_driver(demo16, tmp_path):
     shard = H5Dataset(tmp_path / "shard.h5")
     assert len(shard) == 3 * len(demo16.class_names) and (shard.parent == -1).all()
     assert shard.provenance["augment"]["augmenter"] == "cgan"
+
+
+def test_skip_excitation_gates_the_fine_map_with_the_coarse_one():
+    torch.manual_seed(0)
+    assert len(Generator(32, 8, 32, "resize", num_classes=3, skip_excitation=True).excite) == 1  # 4 -> 16
+    assert len(Generator(64, 8, 32, "resize", num_classes=3, skip_excitation=True).excite) == 2  # and 8 -> 32
+    with pytest.raises(ValueError, match="32 px"):
+        Generator(16, 8, 32, "resize", skip_excitation=True)
+    G = Generator(32, 8, 32, "resize", num_classes=3, skip_excitation=True).eval()
+    z, y = torch.randn(2, 8), torch.tensor([0, 1])
+    with torch.no_grad():
+        assert not torch.equal(*G(z, y))
+        last = G.excite["2"].gate[3]  # close the gate: the 16 px map, the last block's input, is zero
+        last.weight.zero_()
+        last.bias.fill_(-100.0)
+        closed = G(z, y)
+    assert torch.equal(closed[0], closed[1])  # nothing of z or y reaches the image past a closed gate
+
+
+def test_a_self_supervised_d_reconstructs_from_the_same_pass():
+    torch.manual_seed(0)
+    D = Discriminator(32, 8, 0.0, True, num_classes=3, head="projection", decoder=True).eval()
+    x, y = torch.rand(4, 3, 32, 32) * 2 - 1, torch.tensor([0, 1, 2, 0])
+    with torch.no_grad():
+        logit, aux = D(x, y)
+        logit2, aux2, recon = D(x, y, reconstruct=3)
+    torch.testing.assert_close(logit, logit2)
+    assert aux is None and aux2 is None and recon.shape == (3, 3, 32, 32)
+    assert recon.abs().max() <= 1  # images in the networks' [-1, 1]
+    with pytest.raises(ValueError, match="no decoder"):
+        Discriminator(32, 8, 0.0, True, num_classes=3, head="projection")(x, y, reconstruct=3)
+
+
+def _fastgan(run_dir, steps, callback=None, resume=False):
+    """cgan's networks with both FastGAN parts at 32 px, on images of one flat colour each (what a
+    decoder can learn to rebuild in a few steps)."""
+    torch.manual_seed(0)
+    G = Generator(32, 8, 32, "resize", num_classes=2, skip_excitation=True)
+    D = Discriminator(32, 8, 0.0, True, num_classes=2, head="projection", decoder=True)
+    colours = np.random.default_rng(0).integers(0, 256, (40, 1, 1, 3), dtype=np.uint8)
+    images = torch.from_numpy(np.broadcast_to(colours, (40, 32, 32, 3)).copy())
+    labels = torch.from_numpy(np.arange(40) % 2)
+    cfg = GANConfig(steps=steps, batch_size=8, loss="hinge", lr_d=2e-3, checkpoint_every=4, sample_every=100,
+                    log_every=1, recon_weight=1.0)
+    out = train_gan(G, D, images, labels, cfg, run_dir, kind="cgan", seed=3, conditional=True, num_classes=2,
+                    resume=resume, callback=callback)
+    return G, D, out
+
+
+def test_a_self_supervised_d_learns_to_reconstruct_and_resumes_exactly(tmp_path):
+    G_ref, D_ref, ref = _fastgan(tmp_path / "straight", 40)
+    recon = [h["loss_recon"] for h in ref["history"]]
+    assert len(recon) == 40 and np.mean(recon[-4:]) < 0.5 * recon[0], recon
+    assert "loss_recon" in (tmp_path / "straight" / "losses.csv").read_text().splitlines()[0]
+
+    def killed(step):
+        if step == 7:  # after the step-4 checkpoint
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _fastgan(tmp_path / "killed", 40, callback=killed)
+    G, D, out = _fastgan(tmp_path / "killed", 40, resume=True)
+    assert [h["loss_recon"] for h in out["history"]] == recon
+    for a, b in zip(_weights(G, D), _weights(G_ref, D_ref)):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="decoder"):
+        train_gan(Generator(16, 8, 32, "resize"), Discriminator(16, 8), torch.zeros(4, 16, 16, 3, dtype=torch.uint8),
+                  None, GANConfig(steps=1, batch_size=2, recon_weight=1.0), tmp_path / "no-decoder", kind="vanilla")
+
+
+def test_cgan_records_its_fastgan_parts_and_loads_them_back(demo16, tmp_path):
+    with pytest.raises(DataError, match="32 px"):
+        get_augmenter("cgan", {**TINY, "skip_excitation": True}).fit(demo16, _ctx(tmp_path / "sle"))
+    aug = get_augmenter("cgan", {**TINY, "recon_weight": 1.0})
+    aug.fit(demo16, _ctx(tmp_path / "recon"))
+    assert aug.arch["decoder"] is True and "skip_excitation" not in aug.arch
+    aug.save(tmp_path / "saved")
+    again = type(aug).load(tmp_path / "saved")
+    assert again.D.decoder is not None
+    np.testing.assert_array_equal(again.generate(1, 4, Context(seed=5, device="cpu")).images,
+                                  aug.generate(1, 4, Context(seed=5, device="cpu")).images)
+    plain = get_augmenter("cgan", TINY)
+    plain.fit(demo16, _ctx(tmp_path / "plain"))
+    assert "decoder" not in plain.arch and plain.D.decoder is None  # the record of a plain cgan is unchanged

@@ -55,6 +55,9 @@ class GANConfig:
     ada_interval: int = field(default=4, metadata={"min": 1, "help": "steps between adjustments of p"})
     ada_images: int = field(default=20000, metadata={
         "min": 1, "help": "images over which p can move from 0 to 1 (the paper: 500k, for far longer runs)"})
+    recon_weight: float = field(default=0.0, metadata={
+        "min": 0, "help": "self-supervised D (FastGAN): weight of its decoder's L1 reconstruction of the real images; "
+                          "needs a D with a decoder; 0 = off"})
     ema_decay: float = field(default=0.0, metadata={"min": 0, "max": 1, "help": "generator EMA; 0 = off"})
     balanced_classes: bool = field(default=False, metadata={"help": "draw real batches class-balanced"})
     checkpoint_every: int = field(default=500, metadata={"min": 1})
@@ -75,7 +78,9 @@ class GANTask(Task):
         self.kind, self.cfg, self.streams, self.dev = kind, cfg, streams, device
         self.G, self.D, self.labels, self.conditional, self.num_classes = G, D, labels, conditional, num_classes
         self.terms = terms if terms is not None else objectives(cfg.loss, cfg.aux_weight, cfg.gp_weight,
-                                                                cfg.aux_on_fakes)
+                                                                cfg.aux_on_fakes, cfg.recon_weight)
+        if cfg.recon_weight > 0 and getattr(D, "decoder", None) is None:
+            raise ValueError("recon_weight > 0 needs a discriminator with a decoder")
         self.streamed = isinstance(images, ImageDataset)
         self.n = len(images)
         self.batch = min(cfg.batch_size, self.n)
@@ -182,6 +187,17 @@ class GANTask(Task):
         logit, aux = net(x, y if self.conditional else None)
         return logit.float(), (aux.float() if aux is not None else None)
 
+    def _discriminate_both(self, x, y, reconstruct: int):
+        """D's logits on real and fake together and, for a self-supervised D, its decoder's images of the
+        first ``reconstruct`` (the real ones), from the same pass (through DDP: one forward per step)."""
+        y = y if self.conditional else None
+        if not self.cfg.recon_weight:
+            logit, aux = self.D_dp(x, y)
+            recon = None
+        else:
+            logit, aux, recon = self.D_dp(x, y, reconstruct=reconstruct)
+        return logit.float(), (aux.float() if aux is not None else None), recon
+
     # -- one step ----------------------------------------------------------------------------------
     def step(self) -> tuple[dict[str, float], int]:
         cfg, dev, batch, G, D = self.cfg, self.dev, self.batch, self.G, self.D
@@ -200,14 +216,15 @@ class GANTask(Task):
                 real_in, fake_in = self._augment(real), self._augment(fake.detach())
                 # one D pass over real and fake together: larger matrix products run faster on a CPU,
                 # and D has no batch statistics (no BatchNorm) that mixing the two could change
-                logits, aux_both = self._discriminate(torch.cat([real_in, fake_in]),
-                                                      None if y_real is None else torch.cat([y_real, y_real]), self.D_dp)
+                logits, aux_both, recon = self._discriminate_both(
+                    torch.cat([real_in, fake_in]), None if y_real is None else torch.cat([y_real, y_real]), batch)
                 aux_real, aux_fake = (None, None) if aux_both is None else (aux_both[:batch], aux_both[batch:])
                 # through the plain D: DDP cannot take a second forward (and double backward) per step
                 if cfg.ada_target and last:
                     self._adapt(logits[:batch])
                 phase = DPhase(logits[:batch], logits[batch:], aux_real, aux_fake, y_real, real_in, fake_in,
-                               lambda x, y=y_real: self._discriminate(x, y, D)[0], self.streams.torch["aug"])
+                               lambda x, y=y_real: self._discriminate(x, y, D)[0], self.streams.torch["aug"],
+                               recon_real=recon)
                 loss, logs = self._sum(phase, "d_phase", autocast=True)
             extra, more = self._sum(phase, "d_phase", autocast=False)
             if extra is not None:
@@ -239,6 +256,8 @@ class GANTask(Task):
         values = {"loss_d": loss_d, "loss_g": loss_g.detach(), "loss_aux": 0.0 if aux_loss is None else aux_loss.detach()}
         if cfg.ada_target:
             values["ada_p"] = self.ada_p
+        if cfg.recon_weight:
+            values["loss_recon"] = logs["loss_recon"].detach()
         return values, batch * cfg.n_critic
 
     def _sum(self, phase, which: str, autocast: bool):

@@ -89,9 +89,11 @@ class DPhase:
     """What the discriminator's terms see: its logits (and class logits) on real and fake batches,
     the real labels, the (augmented) inputs, the critic and the stream that draws a penalty's mixing."""
 
-    def __init__(self, logit_real, logit_fake, aux_real, aux_fake, y, real_in, fake_in, critic, generator):
+    def __init__(self, logit_real, logit_fake, aux_real, aux_fake, y, real_in, fake_in, critic, generator,
+                 recon_real=None):
         self.logit_real, self.logit_fake, self.aux_real, self.aux_fake = logit_real, logit_fake, aux_real, aux_fake
         self.y, self.real_in, self.fake_in, self.critic, self.generator = y, real_in, fake_in, critic, generator
+        self.recon_real = recon_real  # D's decoder's images of real_in (a self-supervised D), else None
 
 
 class GPhase:
@@ -152,12 +154,29 @@ class GradientPenalty(Objective):
         return self.weight * gradient_penalty(p.critic, p.real_in, p.fake_in, generator=p.generator), {}
 
 
+class Reconstruction(Objective):
+    """The self-supervised discriminator's term (FastGAN, Liu et al. 2021): D's decoder must rebuild
+    the real images D saw from its 8x8 map (L1 in pixels: the paper adds a perceptual loss, whose
+    pretrained network augkit cannot download). Active where D returns reconstructions."""
+
+    def __init__(self, weight: float = 1.0):
+        self.weight = weight
+
+    def d_phase(self, p):
+        if p.recon_real is None:
+            return None
+        loss = F.l1_loss(p.recon_real.float(), p.real_in.float())
+        return self.weight * loss, {"loss_recon": loss}
+
+
 def objectives(loss: str, aux_weight: float = 1.0, gp_weight: float = 10.0,
-               aux_on_fakes: bool = True) -> list[Objective]:
+               aux_on_fakes: bool = True, recon_weight: float = 0.0) -> list[Objective]:
     """The terms of a GAN's objective for the adversarial loss ``loss``: it, the auxiliary class loss
-    (where D has class logits; ``aux_on_fakes``: see :class:`AuxiliaryClass`) and, for ``wgan-gp``, the
-    gradient penalty."""
+    (where D has class logits; ``aux_on_fakes``: see :class:`AuxiliaryClass`), for ``wgan-gp`` the
+    gradient penalty, and with ``recon_weight`` > 0 the self-supervised D's reconstruction."""
     terms: list[Objective] = [Adversarial(loss), AuxiliaryClass(aux_weight, aux_on_fakes)]
     if loss == "wgan-gp":
         terms.append(GradientPenalty(gp_weight))
+    if recon_weight > 0:
+        terms.append(Reconstruction(recon_weight))
     return terms

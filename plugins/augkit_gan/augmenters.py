@@ -328,6 +328,11 @@ class CGANParams(GANParams):
     aux_weight: float = field(default=1.0, metadata={"min": 0, "help": "weight of the classifier head's loss"})
     aux_on_fakes: bool = field(default=False, metadata={
         "help": "the classifier head also learns the fakes' classes (AC-GAN); false: real images only"})
+    skip_excitation: bool = field(default=False, metadata={
+        "help": "FastGAN's skip-layer excitation in G: each map gates the channels of the map 4x finer (32 px and up)"})
+    recon_weight: float = field(default=0.0, metadata={
+        "min": 0, "help": "FastGAN's self-supervised D: a decoder rebuilds each real image from D's 8x8 map, L1 loss "
+                          "of this weight; 0 = off"})
 
 
 class CGAN(_GANAugmenter):
@@ -344,18 +349,28 @@ class CGAN(_GANAugmenter):
     @staticmethod
     def build(arch):
         k = arch["num_classes"]
-        G = Generator(arch["size"], arch["latent_dim"], arch["g_channels"], arch["upsample"], num_classes=k)
+        # (records saved before a choice existed lack its key: the behaviour that came before)
+        G = Generator(arch["size"], arch["latent_dim"], arch["g_channels"], arch["upsample"], num_classes=k,
+                      skip_excitation=arch.get("skip_excitation", False))
         D = Discriminator(arch["size"], arch["d_channels"], arch["dropout"], arch["spectral_norm"], num_classes=k,
-                          head=arch.get("head", "projection"))  # (runs saved before heads were a choice)
+                          head=arch.get("head", "projection"), decoder=arch.get("decoder", False))
         return G, D
 
     def networks(self, train, ctx, p):
-        arch = {key: p[key] for key in _SHARED_ARCH} | {"size": train.image_size[0], "num_classes": train.num_classes}
-        if p["head"] != "projection":  # the record of a projection-only cgan stays what it was
+        size = train.image_size[0]
+        if p["skip_excitation"] and size < 32:
+            raise DataError(f"cgan: skip_excitation needs images of 32 px or more, the data is {size} px")
+        arch = {key: p[key] for key in _SHARED_ARCH} | {"size": size, "num_classes": train.num_classes}
+        # a choice at its default leaves the record as it was, so earlier runs' cache keys hold
+        if p["head"] != "projection":
             arch["head"] = p["head"]
+        if p["skip_excitation"]:
+            arch["skip_excitation"] = True
+        if p["recon_weight"] > 0:
+            arch["decoder"] = True
         return arch, *self.build(arch)
 
     def train_options(self, p):
         return {"balanced_classes": p["balanced_classes"], "aux_weight": p["aux_weight"],
-                "aux_on_fakes": p["aux_on_fakes"]}
+                "aux_on_fakes": p["aux_on_fakes"], "recon_weight": p["recon_weight"]}
 

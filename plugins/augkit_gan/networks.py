@@ -105,15 +105,33 @@ class UpBlock(nn.Module):
         return F.leaky_relu(x, 0.2)
 
 
+class SkipExcitation(nn.Module):
+    """Skip-layer excitation (FastGAN, Liu et al. 2021): a coarse map, pooled to 4x4, sets a gate in
+    (0, 1) per channel of a map four times finer. Gradients reach the coarse layers by a short path,
+    and the coarse content (the cell's layout) modulates the fine texture channels, which is what lets
+    FastGAN train on a few hundred images."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Conv2d(cin, cout, 4), nn.SiLU(),
+                                  nn.Conv2d(cout, cout, 1), nn.Sigmoid())
+
+    def forward(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        return fine * self.gate(coarse)
+
+
 class Generator(nn.Module):
     """DCGAN generator: dense -> (C, 4, 4) -> stride-2 5x5 blocks with BN + leaky ReLU -> tanh RGB.
 
     ``channels`` is the width at 4x4 (the thesis: 1024), halved at every step. ``num_classes`` > 0 makes
     it class-conditional through conditional BatchNorm (cgan); 0 keeps the thesis's unconditional G.
+    ``skip_excitation``: the map at resolution r gates the channels of the map at 4r (FastGAN's skip-layer
+    excitation, at FastGAN's 8 -> 128 ratio scaled to small images: 4 -> 16, 8 -> 32, ...), for every
+    block input of 16 px and more; at 16 px there is none, so it needs 32 px or more.
     """
 
     def __init__(self, size: int = 64, latent_dim: int = 100, channels: int = 1024, upsample: str = "transpose",
-                 num_classes: int = 0, min_channels: int = 16):
+                 num_classes: int = 0, min_channels: int = 16, skip_excitation: bool = False):
         super().__init__()
         n = steps_for(size)
         widths = [max(channels >> i, min_channels) for i in range(n)] + [3]
@@ -122,6 +140,11 @@ class Generator(nn.Module):
         self.norm0 = ConditionalBatchNorm(widths[0], num_classes) if num_classes else nn.BatchNorm2d(widths[0])
         self.blocks = nn.ModuleList(UpBlock(widths[i], widths[i + 1], upsample, num_classes, last=(i == n - 1))
                                     for i in range(n))
+        # block i's input is the map at 4 * 2**i px; the one two blocks earlier is 4x coarser
+        if skip_excitation and n < 3:
+            raise ValueError(f"skip-layer excitation needs images of 32 px or more, got {size}")
+        self.excite = nn.ModuleDict({str(i): SkipExcitation(widths[i - 2], widths[i]) for i in range(2, n)}
+                                    if skip_excitation else {})
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes and y is None:
@@ -129,7 +152,11 @@ class Generator(nn.Module):
         x = self.dense(z).view(z.shape[0], -1, 4, 4)
         x = self.norm0(x, y) if isinstance(self.norm0, ConditionalBatchNorm) else self.norm0(x)
         x = F.leaky_relu(x, 0.2)
-        for block in self.blocks:
+        inputs = []  # each block's input, for the excitations
+        for i, block in enumerate(self.blocks):
+            if str(i) in self.excite:
+                x = self.excite[str(i)](x, inputs[i - 2])
+            inputs.append(x)
             x = block(x, y)
         return x
 
@@ -147,7 +174,7 @@ class Discriminator(nn.Module):
     """
 
     def __init__(self, size: int = 64, channels: int = 64, dropout: float = 0.3, spectral_norm: bool = False,
-                 num_classes: int = 0, head: str = "none", max_channels: int = 1024):
+                 num_classes: int = 0, head: str = "none", max_channels: int = 1024, decoder: bool = False):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
@@ -167,19 +194,53 @@ class Discriminator(nn.Module):
         self.head = head
         self.aux = nn.Linear(self.feature_dim, num_classes) if "aux" in head else None
         self.embed = sn(nn.Embedding(num_classes, self.feature_dim)) if "projection" in head else None
+        # the convolutions up to the 8x8 map (each conv halves the size), where the decoder reads
+        self.to_8x8 = (len(layers) // n) * (n - 1)
+        self.decoder = Decoder(widths[n - 1], size) if decoder else None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Flattened features of the last convolution: input of every head (and of the acgan MLP)."""
         return self.convs(x).flatten(1)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        h = self.features(x)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, reconstruct: int = 0):
+        """(realness logits, class logits or None); with ``reconstruct`` = k > 0 (a D with a decoder),
+        also the decoder's images of the first k inputs, from the same pass."""
+        if reconstruct:
+            if self.decoder is None:
+                raise ValueError("this discriminator has no decoder to reconstruct with")
+            m = self.convs[: self.to_8x8](x)
+            h = self.convs[self.to_8x8:](m).flatten(1)
+        else:
+            h = self.features(x)
         logit = self.realness(h).squeeze(1)
         if self.embed is not None:
             if y is None:
                 raise ValueError("a projection discriminator needs labels")
             logit = logit + (self.embed(y) * h).sum(1)
-        return logit, (self.aux(h) if self.aux is not None else None)
+        aux = self.aux(h) if self.aux is not None else None
+        if reconstruct:
+            return logit, aux, self.decoder(m[:reconstruct])
+        return logit, aux
+
+
+class Decoder(nn.Module):
+    """The self-supervised discriminator's decoder (FastGAN): D's 8x8 map back to the whole image.
+    Training D to reconstruct real images makes its features describe the cell, not only what tells
+    the few real images from fakes, which is how a D overfits a small dataset."""
+
+    def __init__(self, cin: int, size: int, width: int = 32):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = cin
+        for _ in range(steps_for(size) - 1):  # 8 -> size
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, width, 3, padding=1),
+                       nn.BatchNorm2d(width), nn.LeakyReLU(0.2)]
+            c = width
+        layers += [nn.Conv2d(c, 3, 3, padding=1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, m: torch.Tensor) -> torch.Tensor:
+        return self.net(m)
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
