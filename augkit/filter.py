@@ -26,7 +26,7 @@ from augkit import atomic, distributed
 from augkit.cache import cache_key
 from augkit.data.reader import ImageDataset
 from augkit.data.split import rows_fingerprint
-from augkit.errors import UserError
+from augkit.errors import DataError, UserError
 from augkit.evaluate.classifier import WEIGHTS, Classifier, ClassifierSpec
 
 
@@ -134,7 +134,12 @@ class ConsistencyFilter:
     def ready(cls, path: str | Path, device: str, spec: FilterSpec, train: ImageDataset) -> "ConsistencyFilter":
         """The saved classifier at ``path`` used as ``spec`` says, ready for :meth:`accept`: a selective
         spec also embeds ``train``'s real images (its manifold)."""
-        consistency = cls.load(path, device, spec)
+        return cls.load(path, device, spec).judging(spec, train)
+
+    def judging(self, spec: FilterSpec, train: ImageDataset) -> "ConsistencyFilter":
+        """A fresh filter (counts at zero) over this classifier, used as ``spec`` says; a selective spec
+        also embeds ``train``'s real images (its manifold)."""
+        consistency = ConsistencyFilter(self.classifier, spec)
         if spec.manifold_k:
             consistency.fit_manifold(train)
         return consistency
@@ -146,13 +151,24 @@ def filter_for(spec: FilterSpec, train: ImageDataset, val: ImageDataset, device:
     and kept under ``cache_dir``/<key>: keyed by what the classifier depends on (not the threshold or
     the manifold test, which only use it), the dataset's fingerprint and the rows, so filters that
     differ only in how they judge share one classifier."""
+    from augkit import __version__
+
+    if len(val) == 0:
+        raise DataError("filter: the split has no validation images; the filter's classifier chooses its epoch on "
+                        "them (split with --val > 0)")
     fingerprint = getattr(getattr(train, "info", None), "fingerprint", None)
-    record = {"classifier": spec.classifier_fields(), "data": fingerprint, "train_rows": rows_fingerprint(train.rows),
-              "val_rows": rows_fingerprint(val.rows), **distributed.cache_key_fields()}
+    record = {"classifier": spec.classifier_fields(), "augkit": __version__, "data": fingerprint,
+              "train_rows": rows_fingerprint(train.rows), "val_rows": rows_fingerprint(val.rows),
+              **distributed.cache_key_fields()}
     folder = Path(cache_dir) / cache_key(record)
-    if fingerprint is None or not (folder / WEIGHTS).is_file():
-        say(f"filter: training a {spec.model} classifier on {len(train)} real training images ({spec.epochs} epochs)")
-        trained = ConsistencyFilter.train(train, val, spec, device)
+    # rank 0 decides for every rank: ranks that disagreed would not all join the training's collectives
+    cached = fingerprint is not None and distributed.run_on_main(lambda: (folder / WEIGHTS).is_file())
+    if cached:
+        say(f"filter: reusing the {spec.model} classifier in {folder}")
+        return ConsistencyFilter.ready(folder, device, spec, train)
+    say(f"filter: training a {spec.model} classifier on {len(train)} real training images ({spec.epochs} epochs)")
+    trained = ConsistencyFilter.train(train, val, spec, device)
+    if fingerprint is not None:  # images without a file's fingerprint have no key worth keeping
 
         def save() -> None:
             folder.parent.mkdir(parents=True, exist_ok=True)
@@ -161,6 +177,4 @@ def filter_for(spec: FilterSpec, train: ImageDataset, val: ImageDataset, device:
                 atomic.write_json(tmp / "filter.json", {**record, "val_metrics": trained.val_metrics})
 
         distributed.run_on_main(save)
-    else:
-        say(f"filter: reusing the {spec.model} classifier in {folder}")
-    return ConsistencyFilter.ready(folder, device, spec, train)
+    return trained.judging(spec, train)

@@ -13,7 +13,7 @@ from torch import nn
 
 from augkit.augment import Augmenter, Context, Samples
 from augkit.data.reader import ArrayDataset, H5Dataset
-from augkit.errors import ParamError, UserError
+from augkit.errors import DataError, ParamError, UserError
 from augkit.evaluate.classifier import Classifier
 from augkit.filter import ConsistencyFilter, FilterSpec
 from augkit.generate import augment_to_file
@@ -185,8 +185,10 @@ def test_a_filter_s_classifier_is_trained_once_and_shared_by_filters_that_only_j
     assert [line.split(":")[1].split()[0] for line in said] == ["training", "reusing"]
     assert len(list((tmp_path / "filters").iterdir())) == 1
     assert stricter.spec.threshold == 0.95 and stricter.manifold is not None and first.manifold is None
-    images = train.read(np.arange(4))
+    images = train.read(np.arange(4))  # the classifier trained once is the one both filters judge with
     np.testing.assert_allclose(stricter.probabilities(images), first.probabilities(images), atol=1e-6)
+    with pytest.raises(DataError, match="no validation images"):
+        filter_for(spec, train, val.subset(np.arange(0)), "cpu", tmp_path / "filters")
     # another training length is another classifier
     filter_for(FilterSpec(model="test_resnet", epochs=2, batch_size=8), train, val, "cpu", tmp_path / "filters",
                say=said.append)

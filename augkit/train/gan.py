@@ -79,8 +79,9 @@ class GANTask(Task):
         self.G, self.D, self.labels, self.conditional, self.num_classes = G, D, labels, conditional, num_classes
         self.terms = terms if terms is not None else objectives(cfg.loss, cfg.aux_weight, cfg.gp_weight,
                                                                 cfg.aux_on_fakes, cfg.recon_weight)
-        if cfg.recon_weight > 0 and getattr(D, "decoder", None) is None:
-            raise ValueError("recon_weight > 0 needs a discriminator with a decoder")
+        if (cfg.recon_weight > 0) != (getattr(D, "decoder", None) is not None):
+            # (a decoder without its loss would leave parameters without gradients, which DDP refuses)
+            raise ValueError("recon_weight > 0 and a discriminator with a decoder go together")
         self.streamed = isinstance(images, ImageDataset)
         self.n = len(images)
         self.batch = min(cfg.batch_size, self.n)
@@ -189,7 +190,7 @@ class GANTask(Task):
 
     def _discriminate_both(self, x, y, reconstruct: int):
         """D's logits on real and fake together and, for a self-supervised D, its decoder's images of the
-        first ``reconstruct`` (the real ones), from the same pass (through DDP: one forward per step)."""
+        first ``reconstruct`` (the real ones), from the same pass (through DDP: one forward per critic step)."""
         y = y if self.conditional else None
         if not self.cfg.recon_weight:
             logit, aux = self.D_dp(x, y)
@@ -215,7 +216,8 @@ class GANTask(Task):
                     fake = net(z, y_real if self.conditional else None).float()  # the contract: G(z, y=None)
                 real_in, fake_in = self._augment(real), self._augment(fake.detach())
                 # one D pass over real and fake together: larger matrix products run faster on a CPU,
-                # and D has no batch statistics (no BatchNorm) that mixing the two could change
+                # and D has no batch statistics (no BatchNorm) that mixing the two could change (a
+                # self-supervised D's decoder has, but it sees the real rows only)
                 logits, aux_both, recon = self._discriminate_both(
                     torch.cat([real_in, fake_in]), None if y_real is None else torch.cat([y_real, y_real]), batch)
                 aux_real, aux_fake = (None, None) if aux_both is None else (aux_both[:batch], aux_both[batch:])
@@ -257,7 +259,7 @@ class GANTask(Task):
         if cfg.ada_target:
             values["ada_p"] = self.ada_p
         if cfg.recon_weight:
-            values["loss_recon"] = logs["loss_recon"].detach()
+            values["loss_recon"] = logs["loss_recon"].detach() if "loss_recon" in logs else 0.0
         return values, batch * cfg.n_critic
 
     def _sum(self, phase, which: str, autocast: bool):

@@ -126,8 +126,9 @@ class Generator(nn.Module):
     ``channels`` is the width at 4x4 (the thesis: 1024), halved at every step. ``num_classes`` > 0 makes
     it class-conditional through conditional BatchNorm (cgan); 0 keeps the thesis's unconditional G.
     ``skip_excitation``: the map at resolution r gates the channels of the map at 4r (FastGAN's skip-layer
-    excitation, at FastGAN's 8 -> 128 ratio scaled to small images: 4 -> 16, 8 -> 32, ...), for every
-    block input of 16 px and more; at 16 px there is none, so it needs 32 px or more.
+    excitation; FastGAN gates maps 16x finer, 8 -> 128 px, which these small images do not have, so
+    here 4 -> 16, 8 -> 32, ...), for every block input of 16 px and more; at 16 px there is none, so it
+    needs 32 px or more. The gates' sources are the maps before their own gating, as in FastGAN.
     """
 
     def __init__(self, size: int = 64, latent_dim: int = 100, channels: int = 1024, upsample: str = "transpose",
@@ -152,11 +153,11 @@ class Generator(nn.Module):
         x = self.dense(z).view(z.shape[0], -1, 4, 4)
         x = self.norm0(x, y) if isinstance(self.norm0, ConditionalBatchNorm) else self.norm0(x)
         x = F.leaky_relu(x, 0.2)
-        inputs = []  # each block's input, for the excitations
+        inputs = []  # each block's input before its gating: the excitations' sources
         for i, block in enumerate(self.blocks):
+            inputs.append(x)
             if str(i) in self.excite:
                 x = self.excite[str(i)](x, inputs[i - 2])
-            inputs.append(x)
             x = block(x, y)
         return x
 
