@@ -30,6 +30,9 @@ from augkit.errors import UserError
               help="Images per class and side, at most.")
 @click.option("--cas-epochs", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--two-sample-epochs", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--min-steps", default=300, show_default=True, type=click.IntRange(min=0),
+              help="Optimiser steps each classifier (extractor, CAS, real-vs-fake) trains at least: more epochs "
+                   "than asked on a small set, within 30; 0 = the epochs exactly.")
 @click.option("--overall-only", is_flag=True, help="Ignore the generated labels (an unconditional generator).")
 @seed()
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
@@ -37,7 +40,7 @@ from augkit.errors import UserError
 @DEVICE
 @force("the output folder")
 def quality_cmd(real_path, fake_path, split_path, features, epochs, checks, n_per_class, cas_epochs, two_sample_epochs,
-                overall_only, seed, out_dir, device, force):
+                min_steps, overall_only, seed, out_dir, device, force):
     """Generative quality in the feature space of augkit's own classifier (not Inception): distances,
     precision/recall, diversity, memorisation, train-on-synthetic accuracy, a real-vs-fake test."""
     from augkit.distributed import check_device
@@ -53,7 +56,7 @@ def quality_cmd(real_path, fake_path, split_path, features, epochs, checks, n_pe
     if out_dir.exists() and not force:
         raise UserError(f"{out_dir}: already exists; pass --force to replace it")
     values = {"features": features, "epochs": epochs, "n_per_class": n_per_class, "cas_epochs": cas_epochs,
-              "two_sample_epochs": two_sample_epochs, "seed": seed}
+              "two_sample_epochs": two_sample_epochs, "min_steps": min_steps, "seed": seed}
     if checks is not None:
         values["checks"] = [c.strip() for c in checks.split(",") if c.strip()]
     spec = parse_params(QualitySpec, values, where="augkit quality")

@@ -42,7 +42,17 @@ class QualitySpec:
     two_sample_model: str = field(default="resnet10t", metadata={"help": "timm model of the real-vs-fake classifier"})
     two_sample_epochs: int = field(default=3, metadata={"min": 1})
     two_sample_images: int = field(default=2000, metadata={"min": 8, "help": "images per side for real-vs-fake"})
+    min_steps: int = field(default=300, metadata={
+        "min": 0, "help": "optimiser steps each of the assessment's classifiers (extractor, CAS and its reference, "
+                          "real-vs-fake) trains at least, with more epochs than asked where needed (within 30); "
+                          "0 = the epochs exactly as given"})
     seed: int = field(default=0, metadata={"min": 0})
+
+    def floored_epochs(self, asked: int, n_train: int, batch_size: int = 64) -> int:
+        """The epochs a classifier asked to train ``asked`` epochs on ``n_train`` images trains."""
+        from augkit.evaluate.classifier import epochs_with_step_floor
+
+        return epochs_with_step_floor(asked, n_train, batch_size, self.min_steps)
 
     def __post_init__(self) -> None:
         known = list(CHECKS) if all(c in CHECKS for c in self.checks) else list(all_checks())

@@ -288,7 +288,8 @@ def _cas(a: Assessment) -> None:
     from augkit.quality.cas import CASSpec, classification_accuracy_score
 
     a.say(f"quality: train on generated, test on {len(a.test)} held-out real images (CAS)")
-    spec = CASSpec(model=a.spec.cas_model, epochs=a.spec.cas_epochs, seed=a.spec.seed)
+    spec = CASSpec(model=a.spec.cas_model, epochs=a.spec.floored_epochs(a.spec.cas_epochs, len(a.fake)),
+                   seed=a.spec.seed)
     cas_real = a.real if a.cas_real is None else a.cas_real
     test_labels = labels_in(a.test, a.real_names)
     cas = classification_accuracy_score((a.read_whole(a.fake), a.fake_labels), (a.test.read(np.arange(len(a.test))),
@@ -325,10 +326,11 @@ def _two_sample(a: Assessment) -> None:
 
     a.say("quality: real-vs-fake two-sample classifier")
     s = a.spec
-    spec = TwoSampleSpec(model=s.two_sample_model, epochs=s.two_sample_epochs, max_per_side=s.two_sample_images,
-                         seed=s.seed)
     rng = np.random.default_rng([s.seed, 3])
     k = min(len(a.real), len(a.fake), s.two_sample_images)
+    # it trains on half of each side (a quarter each validates and tests): k images in all
+    spec = TwoSampleSpec(model=s.two_sample_model, epochs=s.floored_epochs(s.two_sample_epochs, k),
+                         max_per_side=s.two_sample_images, seed=s.seed)
     ts = real_vs_fake(a.real.read(np.sort(rng.choice(len(a.real), k, replace=False))),
                       a.fake.read(np.sort(rng.choice(len(a.fake), k, replace=False))), spec, a.device)
     a.result["two_sample"] = ts

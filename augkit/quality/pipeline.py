@@ -8,6 +8,7 @@ and a stratified 15 % of them (seed 0) is held out for validation and the score.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,9 @@ def generated_rows(fake: H5Dataset) -> ImageDataset:
 
 def extractor_of(spec: QualitySpec, fit: ImageDataset, held: ImageDataset, device: str, say=lambda line: None):
     """The feature extractor ``spec`` asks for: trained on ``fit`` (epoch chosen on ``held``), cached on disk."""
-    return extractor_for(spec.features, fit, held, ExtractorSpec(epochs=spec.epochs, seed=spec.seed),
+    base = ExtractorSpec(seed=spec.seed)
+    epochs = spec.floored_epochs(spec.epochs, len(fit), base.batch_size)
+    return extractor_for(spec.features, fit, held, dataclasses.replace(base, epochs=epochs),
                          quality_cache() / "extractors", device, say)
 
 

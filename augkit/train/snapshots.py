@@ -72,8 +72,9 @@ class SnapshotSpec:
         """Epochs of the extractor trained on ``n_fit`` images: ``feature_epochs``, or more when those
         give fewer than ``feature_steps`` steps (3 epochs of PBC's 10%, 860 images, are 39 steps and
         reached a validation weighted F1 of 0.05), but never more than ``MAX_FEATURE_EPOCHS``."""
-        per_epoch = max(1, n_fit // max(1, batch_size))  # the trainer drops the last partial batch
-        return max(self.feature_epochs, min(MAX_FEATURE_EPOCHS, -(-self.feature_steps // per_epoch)))
+        from augkit.evaluate.classifier import epochs_with_step_floor
+
+        return epochs_with_step_floor(self.feature_epochs, n_fit, batch_size, self.feature_steps, MAX_FEATURE_EPOCHS)
 
     @classmethod
     def from_params(cls, p: dict) -> "SnapshotSpec":
