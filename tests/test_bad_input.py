@@ -77,6 +77,9 @@ def _recipe(root: Path, text: str) -> str:
     return str(path)
 
 
+#: an augment command on the split, for the filter's cases
+WITH_SPLIT = "augment classical --data {r}/d.h5 --out {o}/a.h5 --amount 0.5 --split {r}/split.json "
+
 # (id, command line with {r} for the files' folder and {o} for this case's output folder, what the one line
 # must name, outputs that must not exist afterwards)
 CASES = [
@@ -132,14 +135,10 @@ CASES = [
      "nothing", ["a.h5"]),
     ("augment-filter-no-split", "augment classical --data {r}/d.h5 --out {o}/a.h5 --amount 0.5 --filter",
      "--split", ["a.h5"]),
-    ("augment-filter-param-alone", "augment classical --data {r}/d.h5 --out {o}/a.h5 --amount 0.5 --split "
-     "{r}/split.json --filter-param threshold=0.9", "--filter", ["a.h5"]),
-    ("augment-filter-threshold", "augment classical --data {r}/d.h5 --out {o}/a.h5 --amount 0.5 --split "
-     "{r}/split.json --filter --filter-param threshold=2", "threshold", ["a.h5"]),
-    ("augment-filter-typo", "augment classical --data {r}/d.h5 --out {o}/a.h5 --amount 0.5 --split "
-     "{r}/split.json --filter --filter-param treshold=0.9", "treshold", ["a.h5"]),
-    ("augment-filter-model", "augment classical --data {r}/d.h5 --out {o}/a.h5 --amount 0.5 --split "
-     "{r}/split.json --filter --filter-param model=resnet10_smal", "resnet10_smal", ["a.h5"]),
+    ("augment-filter-param-alone", WITH_SPLIT + "--filter-param threshold=0.9", "--filter", ["a.h5"]),
+    ("augment-filter-threshold", WITH_SPLIT + "--filter --filter-param threshold=2", "threshold", ["a.h5"]),
+    ("augment-filter-typo", WITH_SPLIT + "--filter --filter-param treshold=0.9", "treshold", ["a.h5"]),
+    ("augment-filter-model", WITH_SPLIT + "--filter --filter-param model=resnet10_smal", "resnet10_smal", ["a.h5"]),
     ("augment-filter-unconditional", "augment vanilla --data {r}/d.h5 --out {o}/a.h5 --per-class 2 --split "
      "{r}/split.json --filter", "cannot choose a class", ["a.h5"]),
     ("augment-over-existing", "augment classical --data {r}/d.h5 --out {r}/exists.h5 --amount 0.5",

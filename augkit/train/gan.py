@@ -191,12 +191,9 @@ class GANTask(Task):
     def _discriminate_both(self, x, y, reconstruct: int):
         """D's logits on real and fake together and, for a self-supervised D, its decoder's images of the
         first ``reconstruct`` (the real ones), from the same pass (through DDP: one forward per critic step)."""
-        y = y if self.conditional else None
         if not self.cfg.recon_weight:
-            logit, aux = self.D_dp(x, y)
-            recon = None
-        else:
-            logit, aux, recon = self.D_dp(x, y, reconstruct=reconstruct)
+            return (*self._discriminate(x, y, self.D_dp), None)
+        logit, aux, recon = self.D_dp(x, y if self.conditional else None, reconstruct=reconstruct)
         return logit.float(), (aux.float() if aux is not None else None), recon
 
     # -- one step ----------------------------------------------------------------------------------

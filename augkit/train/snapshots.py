@@ -35,6 +35,7 @@ import torch
 
 from augkit.data.reader import ImageDataset
 from augkit.errors import ParamError
+from augkit.evaluate.classifier import MAX_FLOOR_EPOCHS, epochs_with_step_floor
 from augkit.images import to_uint8
 from augkit.quality.distances import frechet_distance, kernel_distance
 
@@ -47,7 +48,7 @@ __all__ = ["SELECTORS", "SnapshotSpec", "SnapshotJudge", "adopt_snapshot", "plot
 SELECTORS = {"fd": ("fd_mean", True), "kid": ("kid_mean", True), "cas": ("cas_mean", False)}
 
 _KNN = 5  # neighbours of the feature-space CAS classifier
-MAX_FEATURE_EPOCHS = 30  # the step floor's cap: a tiny training set is not trained for hundreds of epochs
+MAX_FEATURE_EPOCHS = MAX_FLOOR_EPOCHS  # the step floor's cap: a tiny set is not trained for hundreds of epochs
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,6 @@ class SnapshotSpec:
         """Epochs of the extractor trained on ``n_fit`` images: ``feature_epochs``, or more when those
         give fewer than ``feature_steps`` steps (3 epochs of PBC's 10%, 860 images, are 39 steps and
         reached a validation weighted F1 of 0.05), but never more than ``MAX_FEATURE_EPOCHS``."""
-        from augkit.evaluate.classifier import epochs_with_step_floor
-
         return epochs_with_step_floor(self.feature_epochs, n_fit, batch_size, self.feature_steps, MAX_FEATURE_EPOCHS)
 
     @classmethod
