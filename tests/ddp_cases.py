@@ -33,14 +33,15 @@ def tiny_networks():
 
 
 def tiny_gan(run_dir: Path, device: str = "cpu", steps: int = 4, resume: bool = False, callback=None,
-             data=None) -> dict:
+             data=None, **config) -> dict:
     """A class-conditional GAN with everything that DDP must get right: BatchNorm in G, spectral norm,
-    EMA, DiffAugment, class-balanced batches, the reused fakes."""
+    EMA, DiffAugment, class-balanced batches, the reused fakes; ``config`` overrides GANConfig fields."""
     G, D = tiny_networks()
     ds = tiny_data() if data is None else data
     images = torch.from_numpy(ds.images) if data is None else data
-    cfg = GANConfig(steps=steps, batch_size=8, loss="hinge", lr_g=2e-3, lr_d=2e-3, diffaugment="color,translation",
-                    ema_decay=0.9, balanced_classes=True, checkpoint_every=2, sample_every=100, log_every=1)
+    cfg = GANConfig(**{"steps": steps, "batch_size": 8, "loss": "hinge", "lr_g": 2e-3, "lr_d": 2e-3,
+                       "diffaugment": "color,translation", "ema_decay": 0.9, "balanced_classes": True,
+                       "checkpoint_every": 2, "sample_every": 100, "log_every": 1, **config})
     out = train_gan(G, D, images, torch.from_numpy(ds.labels), cfg, run_dir, kind="cgan", seed=1, device=device,
                     conditional=True, resume=resume, num_classes=len(CLASSES), callback=callback)
     return {"G": G.state_dict(), "D": D.state_dict(), "ema": out["ema"].module.state_dict(), "steps": out["steps"],
@@ -102,5 +103,10 @@ def shard(folder: Path, device: str) -> dict:
     return {"total": summary["total"]}
 
 
-CASES = {"gan_ddp": gan_ddp, "gan_ddp_resumed": gan_ddp_resumed, "gan_resumed": gan_resumed, "classifier": classifier,
+def gan_ada_ddp(folder: Path, device: str) -> dict:
+    """ADA (cgan's default) under DDP: a low target so that p moves within a few steps (as in test_gan)."""
+    return tiny_gan(folder / "gan_ada_ddp", device, steps=6, ada_target=0.01, ada_interval=2, ada_images=64)
+
+
+CASES = {"gan_ddp": gan_ddp, "gan_ada_ddp": gan_ada_ddp, "gan_ddp_resumed": gan_ddp_resumed, "gan_resumed": gan_resumed, "classifier": classifier,
          "shard": shard, "diffusion_ddp": diffusion_ddp}

@@ -76,6 +76,15 @@ def test_a_gan_trained_with_ddp_has_the_same_weights_on_both_ranks_and_used_both
     assert json.loads((folder / "gan_ddp" / "config.json").read_text())["world_size"] == 2
 
 
+def test_ada_s_probability_is_decided_over_both_ranks_and_keeps_them_in_step(ddp):
+    _, load = ddp
+    r0, r1 = load("gan_ada_ddp")
+    p = [[h["ada_p"] for h in r["history"]] for r in (r0, r1)]
+    assert p[0] == p[1] and max(p[0]) > 0  # one p for both ranks, and it moved
+    for net in ("G", "D", "ema"):
+        assert_same(params(r0[net]), params(r1[net]))
+
+
 def test_the_diffusion_plugin_trains_with_ddp_to_the_same_weights_on_both_ranks_from_both_ranks_batches(ddp, tmp_path):
     _, load = ddp
     r0, r1 = load("diffusion_ddp")

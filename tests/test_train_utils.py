@@ -12,7 +12,7 @@ from torch import nn
 
 from augkit.errors import DataError
 from augkit.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
-from augkit.train.diffaugment import POLICIES, diff_augment, parse_policy
+from augkit.train.diffaugment import POLICIES, diff_augment, diff_augment_some, parse_policy
 from augkit.train.ema import EMA
 from augkit.train.losses import LOSSES, d_loss, g_loss, gradient_penalty
 
@@ -134,6 +134,22 @@ def test_cutout_zeroes_a_square_of_at_most_half_the_size():
         assert zero[0].sum() <= (size // 2) ** 2
     a.sum().backward()
     assert torch.equal(x.grad, (a != 0).float())  # cut pixels get no gradient
+
+
+def test_ada_augments_each_image_with_probability_p_and_passes_the_others_through():
+    x = (torch.rand(64, 3, 8, 8) * 2 - 1).requires_grad_(True)
+    assert diff_augment_some(x, "color,cutout", 0.0, generator=gen(0)) is x
+    always = diff_augment_some(x, "color,cutout", 1.0, generator=gen(0))
+    g = gen(0)
+    torch.rand(64, generator=g)  # the choice comes first from the same stream
+    assert torch.equal(always, diff_augment(x, "color,cutout", generator=g))
+    half = diff_augment_some(x, "color,cutout", 0.5, generator=gen(1))
+    changed = (half != x).flatten(1).any(1)
+    assert 16 < int(changed.sum()) < 48  # about half of 64 (binomial: outside this range p < 1e-4)
+    assert torch.equal(half, diff_augment_some(x, "color,cutout", 0.5, generator=gen(1)))  # reproducible
+    half.sum().backward()
+    assert torch.equal(x.grad[~changed], torch.ones_like(x.grad[~changed]))  # untouched rows: identity
+    assert x.grad[changed].abs().sum() > 0  # and augmented ones still carry G's gradient
 
 
 def test_non_cpu_generator_refused():

@@ -25,7 +25,7 @@ from augkit.data.reader import ImageDataset
 from augkit.errors import UserError
 from augkit.images import save_grid, to_input, to_uint8
 from augkit.params import field_defaults
-from augkit.train.diffaugment import diff_augment
+from augkit.train.diffaugment import diff_augment, diff_augment_some
 from augkit.train.ema import EMA
 from augkit.train.loop import Cadence, Streams, Task, run_training
 from augkit.train.losses import DPhase, GPhase, Objective, objectives
@@ -165,10 +165,8 @@ class GANTask(Task):
         gen = self.streams.torch["aug"]
         if not self.cfg.ada_target:
             return diff_augment(x, self.cfg.diffaugment, generator=gen)
-        # ADA: each image augmented with probability p (the same p for real and fake, as D must not
-        # learn to tell them apart by their augmentation)
-        keep = (torch.rand(len(x), generator=gen) >= self.ada_p).to(x.device)[:, None, None, None]
-        return torch.where(keep, x, diff_augment(x, self.cfg.diffaugment, generator=gen))
+        # ADA: the same p for real and fake, as D must not learn to tell them apart by their augmentation
+        return diff_augment_some(x, self.cfg.diffaugment, self.ada_p, generator=gen)
 
     def _adapt(self, logit_real: torch.Tensor) -> None:
         """ADA's controller: every ``ada_interval`` steps, move p towards the value that keeps D's
