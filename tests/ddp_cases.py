@@ -108,5 +108,5 @@ def gan_ada_ddp(folder: Path, device: str) -> dict:
     return tiny_gan(folder / "gan_ada_ddp", device, steps=6, ada_target=0.01, ada_interval=2, ada_images=64)
 
 
-CASES = {"gan_ddp": gan_ddp, "gan_ada_ddp": gan_ada_ddp, "gan_ddp_resumed": gan_ddp_resumed, "gan_resumed": gan_resumed, "classifier": classifier,
-         "shard": shard, "diffusion_ddp": diffusion_ddp}
+CASES = {"gan_ddp": gan_ddp, "gan_ada_ddp": gan_ada_ddp, "gan_ddp_resumed": gan_ddp_resumed, "gan_resumed": gan_resumed,
+         "classifier": classifier, "shard": shard, "diffusion_ddp": diffusion_ddp}

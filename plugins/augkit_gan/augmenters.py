@@ -320,8 +320,8 @@ class CGANParams(GANParams):
     upsample: Literal["transpose", "resize"] | None = "resize"
     ema_decay: float | None = field(default=0.999, metadata={"min": 0, "max": 1})
     diffaugment: str | None = "color,translation,cutout"
-    # measured on PBC at 32 px: DiffAugment on every image cost the classifier F1 at 10% and at full data,
-    # ADA's controller (which kept p near 0 there) did not, and reached a lower FD sooner (docs/results.md)
+    # measured on PBC at 32 px: at 10% and at full data, ADA's images cost the classifier less than those of
+    # DiffAugment on every image, and reached a lower FD sooner (docs/results.md)
     ada_target: float = field(default=0.6, metadata={
         "min": 0, "max": 1, "help": "adaptive augmentation: DiffAugment on each image with a probability tuned so "
                                     "that E[sign D(real)] stays at this target (0.6, as in the ADA paper); "
