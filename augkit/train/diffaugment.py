@@ -115,7 +115,5 @@ def diff_augment_some(x: Tensor, policy: str | Sequence[str], p: float, generato
     chosen = torch.rand(len(x), generator=generator) < p
     if not bool(chosen.any()):
         return x
-    if bool(chosen.all()):
-        return diff_augment(x, policy, generator)
     idx = chosen.nonzero().squeeze(1).to(x.device)
     return x.index_copy(0, idx, diff_augment(x.index_select(0, idx), policy, generator))

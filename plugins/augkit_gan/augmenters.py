@@ -48,6 +48,11 @@ PRESETS: dict[str, dict] = {
 }
 
 
+_ADA_TARGET = {"min": 0, "max": 1, "help": "adaptive augmentation: DiffAugment on each image with a probability "
+                                           "tuned so that E[sign D(real)] stays at this target (0.6 in the ADA "
+                                           "paper); 0 = on every image"}
+
+
 @dataclass(frozen=True)
 class GANParams:
     """Every field left unset (None) comes from the preset."""
@@ -70,9 +75,7 @@ class GANParams:
     dropout: float | None = field(default=None, metadata={"min": 0, "max": 0.9})
     spectral_norm: bool | None = None
     diffaugment: str | None = None
-    ada_target: float = field(default=0.0, metadata={
-        "min": 0, "max": 1, "help": "adaptive augmentation: DiffAugment on each image with a probability tuned so "
-                                    "that E[sign D(real)] stays at this target (0.6 in the ADA paper); 0 = always on"})
+    ada_target: float = field(default=0.0, metadata=_ADA_TARGET)
     ema_decay: float | None = field(default=None, metadata={"min": 0, "max": 1})
     latent_dim: int = field(default=100, metadata={"min": 2})
     checkpoint_every: int = field(default=500, metadata={"min": 1})
@@ -322,10 +325,7 @@ class CGANParams(GANParams):
     diffaugment: str | None = "color,translation,cutout"
     # measured on PBC at 32 px: at 10% and at full data, ADA's images cost the classifier less than those of
     # DiffAugment on every image, and reached a lower FD sooner (docs/results.md)
-    ada_target: float = field(default=0.6, metadata={
-        "min": 0, "max": 1, "help": "adaptive augmentation: DiffAugment on each image with a probability tuned so "
-                                    "that E[sign D(real)] stays at this target (0.6, as in the ADA paper); "
-                                    "0 = on every image"})
+    ada_target: float = field(default=0.6, metadata=_ADA_TARGET)
     dropout: float | None = field(default=0.0, metadata={"min": 0, "max": 0.9})
     balanced_classes: bool = field(default=True, metadata={"help": "class-balanced real batches (rare classes)"})
     head: Literal["projection", "projection+aux"] = field(default="projection", metadata={
