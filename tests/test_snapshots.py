@@ -75,6 +75,27 @@ def test_the_kept_snapshot_is_the_best_by_its_metric_not_the_last(tmp_path, mini
     assert not torch.equal(kept["w"], weights[7])
 
 
+CAS_ROWS = {2: (0.70, 0.40), 4: (0.66, 0.85), 6: (0.72, 0.30), 7: (0.60, 0.80)}  # (cas_mean, cas_ratio_min)
+
+
+@pytest.mark.parametrize("metric, best_step", [("cas", 6), ("cas_worst", 4), ("fd", 7)])
+def test_each_snapshot_metric_keeps_the_step_that_is_best_by_it(tmp_path, metric, best_step):
+    """A mean that rises while one class falls away: cas keeps that step, cas_worst the step whose
+    weakest class is strongest (fd, lower is better, is planted to fall to the end)."""
+    spec = SnapshotSpec(every=2, metric=metric)
+    streams = Streams(3, {"noise": 1})
+    task = _Walk(streams)
+
+    def score():
+        mean, worst = CAS_ROWS[task.steps]
+        return {"fd_mean": 10.0 - task.steps, "cas_mean": mean, "cas_ratio_min": worst}
+
+    snapshots = Snapshots(spec.every, score, lambda: {"w": task.w.clone()}, spec.key, spec.minimise)
+    out = run_training(task, streams, Cadence(7, log_every=1, sample_every=100, checkpoint_every=100), tmp_path,
+                       config={}, snapshots=snapshots)
+    assert out["best_snapshot"]["step"] == best_step and out["best_snapshot"]["key"] == spec.key
+
+
 def test_a_killed_and_resumed_run_keeps_the_record_of_an_uninterrupted_one(tmp_path):
     ref, _ = _run(tmp_path / "straight")
 
@@ -100,14 +121,16 @@ class _ColourG(torch.nn.Module):
     """Images of one flat colour per class (plus a little noise from z); ``swap`` paints class c with the
     colour of class c + 1: varied and realistic-looking, but not of the class asked for."""
 
-    def __init__(self, colours: torch.Tensor, swap: bool = False):
+    def __init__(self, colours: torch.Tensor, swap: bool = False, drop: int | None = None):
         super().__init__()
-        self.colours, self.swap = colours, swap
+        self.colours, self.swap, self.drop = colours, swap, drop
         self.latent_dim, self.size = 4, 8
 
     def forward(self, z, y=None):
         c = (y + 1) % len(self.colours) if self.swap else y
-        base = self.colours[c][:, :, None, None].expand(-1, -1, 8, 8)
+        base = self.colours[c][:, :, None, None].expand(-1, -1, 8, 8).clone()
+        if self.drop is not None:  # class ``drop`` comes out in its colour's opposite: like no real class
+            base[y == self.drop] = -self.colours[self.drop][:, None, None]
         return (base + 0.05 * z[:, :1, None, None]).clamp(-1, 1)
 
 
@@ -130,6 +153,9 @@ def test_the_judge_scores_a_generator_that_keeps_its_class_above_one_that_swaps_
     swapped = judge.score(_ColourG(colours, swap=True), torch.device("cpu"))
     assert good["cas_mean"] == 1.0 and good["cas_ratio_min"] == 1.0
     assert swapped["cas_mean"] == 0.0
+    dropped = judge.score(_ColourG(colours, drop=2), torch.device("cpu"))
+    assert dropped["cas_recall"] == {"a": 1.0, "b": 1.0, "c": 0.0}  # the mean hides the lost class,
+    assert dropped["cas_mean"] == pytest.approx(2 / 3) and dropped["cas_ratio_min"] == 0.0  # the worst shows it
     assert good["fd_mean"] < swapped["fd_mean"] / 10 and good["kid_mean"] < swapped["kid_mean"]
     assert set(good["fd"]) == {"a", "b", "c"} and good["cas_reference"] == {"a": 1.0, "b": 1.0, "c": 1.0}
     again = judge.score(_ColourG(colours), torch.device("cpu"))

@@ -26,6 +26,7 @@ from augkit.params import AUGMENTER_REF, BUDGET
 from augkit.train.checkpoint import load_checkpoint, save_checkpoint
 from augkit.train.gan import GANConfig, train_gan
 from augkit.train.loop import pause_if_budget_spent
+from augkit.train.snapshots import SnapshotMetric
 from augkit_gan.networks import (
     SIZES,
     Discriminator,
@@ -83,8 +84,9 @@ class GANParams:
     snapshot_every: int | None = field(default=None, metadata={
         "min": 0, "help": "score the generator (per-class FD, KID, feature-space CAS on a fixed sample) every this "
                           "many steps into metrics.jsonl and keep the best snapshot; 0 = off"})
-    snapshot_metric: Literal["fd", "kid", "cas"] = field(default="fd", metadata={
-        "help": "what chooses the best snapshot (fd, kid: lower is better; cas: higher is better)"})
+    snapshot_metric: SnapshotMetric = field(default="fd", metadata={
+        "help": "what chooses the best snapshot (fd, kid: lower is better; cas: mean recall, cas_worst: the worst "
+                "class's recall over its reference, higher is better)"})
     snapshot_per_class: int = field(default=100, metadata={"min": 4, "help": "images per class per score"})
     snapshot_features: str = field(default="resnet10_small", metadata={
         "help": "the scores' feature extractor: a timm model trained on the training images, or a saved extractor's "

@@ -24,6 +24,7 @@ from augkit.generator import GenerativeAugmenter
 from augkit.params import BUDGET
 from augkit.train.checkpoint import load_checkpoint, save_checkpoint
 from augkit.train.loop import Cadence, Streams, pause_if_budget_spent, run_training
+from augkit.train.snapshots import SnapshotMetric
 from augkit_diffusion.sampler import DiffusionSampler, build_unet
 
 #: Named settings. "cpu" is sized for about an hour at 32 px on 2 cores (three resolutions, attention
@@ -69,7 +70,7 @@ class DiffusionParams:
     snapshot_every: int = field(default=0, metadata={
         "min": 0, "help": "score the EMA model (per-class FD, KID, feature-space CAS) every this many steps and keep "
                           "the best snapshot; 0 = off"})
-    snapshot_metric: Literal["fd", "kid", "cas"] = "fd"
+    snapshot_metric: SnapshotMetric = "fd"
     snapshot_per_class: int = field(default=32, metadata={"min": 4, "help": "images per class per score"})
     snapshot_features: str = "resnet10_small"
     use_snapshot: Literal["best", "last"] = "best"
