@@ -220,11 +220,12 @@ def test_a_cas_whose_real_trained_reference_learnt_little_is_called_uninformativ
 
 def test_each_assessment_classifier_trains_a_floor_of_steps_on_small_sets_and_as_asked_on_large_ones():
     spec = QualitySpec()  # at least 300 steps of batch 64, within 30 epochs
-    assert spec.floored_epochs(3, 9564) == 3  # PBC's full training split: 3 x 149 steps already
-    assert spec.floored_epochs(3, 955) == 22  # its 10%: 14 steps an epoch
-    assert spec.floored_epochs(3, 40) == 30  # a tiny set: the cap, not 300 epochs
-    assert spec.floored_epochs(40, 955) == 40  # asking for more is never cut
-    assert QualitySpec(min_steps=0).floored_epochs(3, 955) == 3  # off: the epochs as given
+    assert spec.floored_epochs(3, 9564, 64) == 3  # PBC's full training split: 3 x 149 steps already
+    assert spec.floored_epochs(3, 955, 64) == 22  # its 10%: 14 steps an epoch
+    assert spec.floored_epochs(3, 955, 32) == 11  # smaller batches: more steps an epoch, fewer epochs
+    assert spec.floored_epochs(3, 40, 64) == 30  # a tiny set: the cap, not 300 epochs
+    assert spec.floored_epochs(40, 955, 64) == 40  # asking for more is never cut
+    assert QualitySpec(min_steps=0).floored_epochs(3, 955, 64) == 3  # off: the epochs as given
 
 
 def test_unknown_checks_and_mismatched_classes_or_sizes_are_clear_errors(demo, tmp_path):
@@ -273,8 +274,8 @@ def test_cli_writes_json_and_markdown_that_name_the_extractor_and_never_use_test
     # each classifier trains at least 4 steps of batch 64: more than the 1 epoch asked of these few images
     floor = QualitySpec(min_steps=4)
     n_fake = len(H5Dataset(files / "shard.h5"))
-    assert result["cas"]["epochs"] == floor.floored_epochs(1, n_fake) > 1
-    assert result["two_sample"]["epochs"] == floor.floored_epochs(1, result["two_sample"]["per_side"]) > 1
+    assert result["cas"]["epochs"] == floor.floored_epochs(1, n_fake, 64) > 1
+    assert result["two_sample"]["epochs"] == floor.floored_epochs(1, result["two_sample"]["per_side"], 64) > 1
     assert result["extractor"]["epochs"] > 1 and "trained for 1 epoch" not in result["extractor"]["description"]
     assert result["real_images"] == len(split["train"]) and result["real"]["rows"] == "the split's training rows"
     assert result["cas"]["test_images"] == len(split["val"]) and result["cas"]["reference"] is not None

@@ -48,8 +48,9 @@ class QualitySpec:
                           "0 = the epochs exactly as given"})
     seed: int = field(default=0, metadata={"min": 0})
 
-    def floored_epochs(self, asked: int, n_train: int, batch_size: int = 64) -> int:
-        """The epochs a classifier asked to train ``asked`` epochs on ``n_train`` images trains."""
+    def floored_epochs(self, asked: int, n_train: int, batch_size: int) -> int:
+        """The epochs a classifier asked to train ``asked`` epochs on ``n_train`` images in batches of
+        ``batch_size`` trains."""
         from augkit.evaluate.classifier import epochs_with_step_floor
 
         return epochs_with_step_floor(asked, n_train, batch_size, self.min_steps)

@@ -11,7 +11,7 @@ check (distances, manifold, diversity, memorisation, cas, two_sample), imported 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -288,8 +288,8 @@ def _cas(a: Assessment) -> None:
     from augkit.quality.cas import CASSpec, classification_accuracy_score
 
     a.say(f"quality: train on generated, test on {len(a.test)} held-out real images (CAS)")
-    spec = CASSpec(model=a.spec.cas_model, epochs=a.spec.floored_epochs(a.spec.cas_epochs, len(a.fake)),
-                   seed=a.spec.seed)
+    spec = CASSpec(model=a.spec.cas_model, seed=a.spec.seed)
+    spec = replace(spec, epochs=a.spec.floored_epochs(a.spec.cas_epochs, len(a.fake), spec.batch_size))
     cas_real = a.real if a.cas_real is None else a.cas_real
     test_labels = labels_in(a.test, a.real_names)
     cas = classification_accuracy_score((a.read_whole(a.fake), a.fake_labels), (a.test.read(np.arange(len(a.test))),
@@ -329,8 +329,8 @@ def _two_sample(a: Assessment) -> None:
     rng = np.random.default_rng([s.seed, 3])
     k = min(len(a.real), len(a.fake), s.two_sample_images)
     # it trains on half of each side (a quarter each validates and tests): k images in all
-    spec = TwoSampleSpec(model=s.two_sample_model, epochs=s.floored_epochs(s.two_sample_epochs, k),
-                         max_per_side=s.two_sample_images, seed=s.seed)
+    spec = TwoSampleSpec(model=s.two_sample_model, max_per_side=s.two_sample_images, seed=s.seed)
+    spec = replace(spec, epochs=s.floored_epochs(s.two_sample_epochs, k, spec.batch_size))
     ts = real_vs_fake(a.real.read(np.sort(rng.choice(len(a.real), k, replace=False))),
                       a.fake.read(np.sort(rng.choice(len(a.fake), k, replace=False))), spec, a.device)
     a.result["two_sample"] = ts
