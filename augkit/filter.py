@@ -167,8 +167,17 @@ def filter_for(spec: FilterSpec, train: ImageDataset, val: ImageDataset, device:
         say(f"filter: reusing the {spec.model} classifier in {folder}")
         return ConsistencyFilter.ready(folder, device, spec, train)
     say(f"filter: training a {spec.model} classifier on {len(train)} real training images ({spec.epochs} epochs)")
+    # images without a file's fingerprint have no key worth keeping
+    trained = train_filter(spec, train, val, device, folder if fingerprint is not None else None, record)
+    return trained.judging(spec, train)
+
+
+def train_filter(spec: FilterSpec, train: ImageDataset, val: ImageDataset, device: str, folder: Path | None,
+                 record: dict) -> ConsistencyFilter:
+    """Train the filter's classifier and, unless ``folder`` is None, keep it there whole or not at all
+    (``record`` and the validation metrics beside it in filter.json), written by rank 0."""
     trained = ConsistencyFilter.train(train, val, spec, device)
-    if fingerprint is not None:  # images without a file's fingerprint have no key worth keeping
+    if folder is not None:
 
         def save() -> None:
             folder.parent.mkdir(parents=True, exist_ok=True)
@@ -177,4 +186,4 @@ def filter_for(spec: FilterSpec, train: ImageDataset, val: ImageDataset, device:
                 atomic.write_json(tmp / "filter.json", {**record, "val_metrics": trained.val_metrics})
 
         distributed.run_on_main(save)
-    return trained.judging(spec, train)
+    return trained

@@ -24,6 +24,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +37,9 @@ from augkit.errors import DataError, Paused, UserError
 from augkit.params import budget_fields
 from augkit.progress import also_log
 from augkit.recipe import Recipe, StepSpec
+
+if TYPE_CHECKING:
+    from augkit.filter import ConsistencyFilter
 
 STATE_SCHEMA = 1
 
@@ -315,26 +319,20 @@ class Runner:
 
         self._stage(self._name(f"generate {step.id}"), generate)
 
-    def _filter(self, spec) -> "ConsistencyFilter":  # noqa: F821
+    def _filter(self, spec) -> ConsistencyFilter:
         """The filter's classifier for ``spec``: trained once per run on the real training split."""
-        from augkit.filter import ConsistencyFilter
+        from augkit.filter import ConsistencyFilter, train_filter
 
-        key = cache_key(spec.classifier_fields())  # one classifier for filters that only use it differently
+        record = spec.classifier_fields()
+        key = cache_key(record)  # one classifier for filters that only use it differently
         folder = self.here / "filters" / key
 
         def train() -> dict:
             self.say(f"filter: training a {spec.model} classifier on the real training split ({spec.epochs} epochs)")
-            consistency = ConsistencyFilter.train(self._train_rows(), self.split.apply(self.base, "val"), spec,
-                                                  self.device)
+            trained = train_filter(spec, self._train_rows(), self.split.apply(self.base, "val"), self.device, folder,
+                                   {"classifier": record})
+            return {"path": str(folder), **trained.val_metrics}
 
-            def save() -> None:
-                with atomic.folder(folder) as tmp:
-                    consistency.save(tmp)
-
-            distributed.run_on_main(save)
-            return {"path": str(folder), **consistency.val_metrics}
-
-        folder.parent.mkdir(parents=True, exist_ok=True)
         self._stage(self._name(f"filter {key}"), train)
         # the step's own threshold, tries and manifold test over the shared classifier; its own counts
         return ConsistencyFilter.ready(folder, self.device, spec, self._train_rows())
