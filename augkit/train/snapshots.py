@@ -14,10 +14,9 @@ images per class:
   classifier fitted on real features (``cas_reference``). A generator whose images do not carry their
   class scores low here even when its images look varied. ``cas_mean``: the mean recall (higher is
   better); ``cas_ratio_min``: the worst class's recall over its reference (selector ``cas_worst``,
-  higher is better). A mean can rise while one class falls away, and the class whose synthetic
-  images do not carry it is the one the augmented classifier loses (monocyte at full PBC: 0.64x its
-  reference at the FD-chosen snapshot, and the largest F1 loss), so ``cas_worst`` selects for the
-  weakest class.
+  higher is better). A mean can rise while one class falls away; ``cas_worst`` keeps the snapshot
+  whose weakest class is strongest, the form of the per-class bar a generator is held to. (On PBC
+  neither it nor FD predicted which snapshot harms a classifier least: docs/results.md.)
 
 The loop (:func:`augkit.train.loop.run_training`) appends every score, with the step and the seconds
 spent training so far, to ``metrics.jsonl`` in the run folder, plots them in ``metrics.png`` and keeps
@@ -46,7 +45,8 @@ from augkit.quality.distances import frechet_distance, kernel_distance
 if TYPE_CHECKING:
     from augkit.train.loop import Snapshots
 
-__all__ = ["SELECTORS", "SnapshotMetric", "SnapshotSpec", "SnapshotJudge", "adopt_snapshot", "plot_metrics", "snapshots_for"]
+__all__ = ["SELECTORS", "SnapshotMetric", "SnapshotSpec", "SnapshotJudge", "adopt_snapshot", "plot_metrics",
+           "snapshots_for"]
 
 #: what each selectable metric minimises or maximises: (key in a score row, lower is better)
 SELECTORS = {"fd": ("fd_mean", True), "kid": ("kid_mean", True), "cas": ("cas_mean", False),
