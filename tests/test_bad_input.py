@@ -164,6 +164,8 @@ CASES = [
      "--pretrained {r}/list.pt", "not a state dict", ["e"]),
     ("evaluate-pretrained-code", "evaluate --data {r}/d.h5 --arm baseline --out {o}/e --model test_resnet "
      "--pretrained {r}/code.pt", "code.pt", ["e"]),
+    ("evaluate-versus-unknown-arm", "evaluate --data {r}/d.h5 --arm baseline --out {o}/e --model test_resnet "
+                                    "--versus gan=classical", "--versus 'gan=classical': no arm named 'gan'", ["e"]),
     ("evaluate-single-class", "evaluate --data {r}/single.h5 --arm baseline --out {o}/e --model test_resnet",
      "one class", ["e"]),
     ("evaluate-arm-syntax", "evaluate --data {r}/d.h5 --arm =x.h5 --out {o}/e", "arm", ["e"]),

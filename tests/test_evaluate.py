@@ -181,3 +181,39 @@ def test_equal_steps_is_the_default_and_plain_epochs_an_explicit_option(demo, tm
     assert default["config"]["equal_steps"] is True and "equal optimiser steps" in default["protocol"]
     assert default["arms"]["classical"]["runs"][0]["optimizer_steps"] == steps["baseline"]
     assert default["arms"]["baseline"]["runs"][0]["optimizer_steps"] == steps["baseline"]
+
+
+def test_versus_compares_two_augmented_arms_paired_by_seed(demo, tmp_path):
+    """classical+more vs classical: the Δ is the reference's runs subtracted seed by seed, read and
+    reported as the baseline comparisons are."""
+    base = H5Dataset(demo / "demo.h5")
+    split = stratified_split(base, seed=0)
+    augment_to_file(get_augmenter("classical"), split.apply(base, "train"), tmp_path / "more.h5", 0.5,
+                    Context(seed=1, device="cpu"))
+    arms = ["baseline", f"classical={demo / 'shard.h5'}", f"classical+more={demo / 'shard.h5'},{tmp_path / 'more.h5'}"]
+    out = evaluate(demo / "demo.h5", arms, tmp_path / "o", split=demo / "split.json", seeds=2,
+                   config={**FAST, "epochs": 1}, device="cpu", n_boot=50, versus=["classical+more=classical"])
+    c = out["versus"]["classical+more vs classical"]
+    assert (c["arm"], c["reference"]) == ("classical+more", "classical")
+    f1 = {arm: [r["metrics"]["weighted_f1"] for r in out["arms"][arm]["runs"]] for arm in ("classical", "classical+more")}
+    assert c["weighted_f1"]["delta"] == pytest.approx(np.mean(f1["classical+more"]) - np.mean(f1["classical"]))
+    assert c["covers_training_noise"] and "x 1 comparisons" in c["correction"]
+    assert all("p_holm" in e for e in c["f1"])
+    assert set(out["deltas"]) == {"classical", "classical+more"}  # the baseline comparisons are unchanged
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert "| classical+more | classical |" in report and "## Per-class deltas: classical+more − classical" in report
+    saved = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert saved["versus"]["classical+more vs classical"]["weighted_f1"] == c["weighted_f1"]
+
+
+@pytest.mark.parametrize("versus, message", [
+    ("classical", "expected ARM=REFERENCE"),
+    ("classical=cgan", "no arm named 'cgan' \\(arms: baseline, classical\\)"),
+    ("classical=baseline", "compared with the baseline already"),
+    ("classical=classical", "compared with itself"),
+])
+def test_a_bad_versus_is_refused_before_anything_trains(demo, tmp_path, versus, message):
+    with pytest.raises(UserError, match=message):
+        evaluate(demo / "demo.h5", ["baseline", f"classical={demo / 'shard.h5'}"], tmp_path / "o",
+                 split=demo / "split.json", config=FAST, device="cpu", versus=[versus])
+    assert not (tmp_path / "o").exists()

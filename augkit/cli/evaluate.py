@@ -16,6 +16,9 @@ from augkit.cli.common import DEVICE, SYNC_BN, out
 @click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="Real dataset (.h5).")
 @click.option("--arm", "arms", multiple=True, required=True,
               help="'baseline' or NAME=SHARD.h5[,SHARD2.h5] (repeatable); the baseline is always included.")
+@click.option("--versus", "versus", multiple=True, metavar="ARM=REFERENCE",
+              help="Also compare ARM with another arm, e.g. classical+cgan=classical: what a generator adds to "
+                   "classical augmentation (repeatable).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--split", "split_path", type=click.Path(path_type=Path), default=None,
               help="Split file from `augkit data split` (default: stratified 70/15/15, --split-seed).")
@@ -52,7 +55,7 @@ from augkit.cli.common import DEVICE, SYNC_BN, out
               help="Reuse finished classifier runs from augkit's model cache (the runs recipes share): same data, "
                    "split, settings, seed and synthetic images. --no-reuse trains every run and leaves the cache "
                    "as it was.")
-def evaluate_cmd(data_path, arms, out_dir, split_path, split_seed, test_path, seeds, model, epochs, schedule, patience,
+def evaluate_cmd(data_path, arms, versus, out_dir, split_path, split_seed, test_path, seeds, model, epochs, schedule, patience,
                  batch_size, lr, input_aug, tta, balanced_sampling, class_weights, equal_steps, pretrained, device,
                  bootstrap, sync_bn, reuse):
     """Train a classifier per arm and seed; report per-class deltas against the baseline with 95% CIs."""
@@ -66,7 +69,8 @@ def evaluate_cmd(data_path, arms, out_dir, split_path, split_seed, test_path, se
     device = distributed.setup(device, sync_batchnorm=sync_bn)
     run_cache = cache_root() / CLASSIFIER_RUNS if reuse else None
     summary = evaluate(data_path, list(arms), out_dir, split=split_path, split_seed=split_seed, test=test_path,
-                       seeds=seeds, config=config, device=device, n_boot=bootstrap, run_cache=run_cache)
+                       seeds=seeds, config=config, device=device, n_boot=bootstrap, run_cache=run_cache,
+                       versus=list(versus))
     if not distributed.is_main():
         return
     if summary["reused_runs"]:
@@ -81,6 +85,13 @@ def evaluate_cmd(data_path, arms, out_dir, split_path, split_seed, test_path, se
         delta = "—" if d is None else f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
         table.add_row(name, f"{f1:.4f}", delta, "" if d is None else verdict(summary, name)[0])
     out.print(table)
+    if summary["versus"]:
+        against = Table("arm", "reference", "Δ weighted F1 [95% CI]", "verdict")
+        for c in summary["versus"].values():
+            d = c["weighted_f1"]
+            against.add_row(c["arm"], c["reference"], f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]",
+                            verdict(summary, c["arm"], c["reference"])[0])
+        out.print(against)
     out.print(f"protocol: {summary['protocol']}", highlight=False)
     if summary["under_trained"]:
         out.print(f"may be under-trained (best validation check = last): {', '.join(summary['under_trained'])}",

@@ -24,7 +24,7 @@ from augkit.data.schema import REAL
 from augkit.data.split import Split, stratified_split
 from augkit.loading import StackedImages, fits_in_memory, image_bytes
 from augkit.errors import DataError, UserError
-from augkit.evaluate.arms import BASELINE, Arm, class_mapping, synthetic_rows
+from augkit.evaluate.arms import BASELINE, Arm, class_mapping, synthetic_rows, versus_key, versus_pairs
 from augkit.evaluate.metrics import arm_interval, compare_arms, correct_per_class
 from augkit.evaluate.trainer import TrainConfig, train_run
 from augkit.params import parse_params
@@ -54,6 +54,7 @@ def evaluate(
     device: str | None = None,
     n_boot: int = 1000,
     run_cache: str | Path | None = None,
+    versus=(),
     say=None,
 ) -> dict:
     """Train and test one classifier per arm and seed; write metrics.json, report.md and plots to ``out_dir``.
@@ -61,6 +62,9 @@ def evaluate(
     ``run_cache``: a folder of finished runs shared between evaluations. A run is reused from it when the
     settings, data, split, test set, seed and the arm's synthetic shards (by content fingerprint) all
     match, so e.g. a baseline trained for one recipe serves every other recipe on the same data.
+    ``versus``: further comparisons, ``"ARM=REFERENCE"`` of two augmented arms, e.g.
+    ``"classical+cgan=classical"``: in metrics.json under ``versus`` and in the report, paired by seed
+    like the baseline comparisons and Holm-corrected per class among themselves.
     ``say``: receives one line per finished run (the runner's log).
     """
     cfg = parse_params(TrainConfig, config if not isinstance(config, TrainConfig) else dataclasses.asdict(config),
@@ -77,6 +81,7 @@ def evaluate(
         raise UserError(f"evaluate: arm names must be unique, got {names}")
     for a in arms:
         a.check()
+    pairs = versus_pairs(versus, names)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
         raise UserError("evaluate: seeds must be at least 1")
@@ -215,6 +220,9 @@ def evaluate(
 
     comparison = correct_per_class({a.name: compare_arms(results[BASELINE], results[a.name], num_classes,
                                                          n_boot=n_boot) for a in arms if a.name != BASELINE})
+    against = correct_per_class({versus_key(a, r): {"arm": a, "reference": r,
+                                                    **compare_arms(results[r], results[a], num_classes, n_boot=n_boot)}
+                                 for a, r in pairs}, unit="comparisons")
     summary = {
         "data": str(data), "fingerprint": base.info.fingerprint, "device": device, "seeds": seed_list,
         "class_names": list(base.class_names), "config": dataclasses.asdict(cfg),
@@ -225,6 +233,7 @@ def evaluate(
                           "weighted_f1_ci": arm_interval(results[a.name], num_classes, n_boot=n_boot),
                           "runs": [{k: r.get(k) for k in RUN_FIELDS} for r in results[a.name]]} for a in arms},
         "deltas": comparison,
+        "versus": against,
         "protocol": cfg.protocol,
         # runs whose best validation check was their last: still improving when they ended
         "under_trained": [f"{a.name} seed {r['seed']}" for a in arms for r in results[a.name]

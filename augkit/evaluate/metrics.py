@@ -332,14 +332,14 @@ def holm(p_values) -> np.ndarray:
     return adjusted.reshape(p.shape)
 
 
-def correct_per_class(comparisons: dict[str, dict], alpha: float = 0.05) -> dict[str, dict]:
+def correct_per_class(comparisons: dict[str, dict], alpha: float = 0.05, unit: str = "arms") -> dict[str, dict]:
     """Holm-correct the per-class verdicts of ``{arm_name: compare_arms output}``; mutates and returns it.
 
     For each per-class metric (precision, recall, F1) separately, all classes x arms form one family:
     every per-class entry gets ``p_holm`` and ``significant`` (p_holm < alpha). The summary metrics are
     not corrected: the headline weighted-F1 delta is the primary endpoint of each arm (one test per
     arm), so their ``significant`` is simply "the 95% CI excludes 0". Each arm records the family in
-    ``correction``.
+    ``correction`` (``unit`` names what the family's members are: arms, or comparisons).
     """
     if not comparisons:
         return comparisons
@@ -356,5 +356,5 @@ def correct_per_class(comparisons: dict[str, dict], alpha: float = 0.05) -> dict
     for c in comparisons.values():
         for metric in SUMMARY_METRICS:
             c[metric]["significant"] = not c[metric]["includes_zero"]
-        c["correction"] = f"Holm over {num_classes} classes x {len(comparisons)} arms (per metric)"
+        c["correction"] = f"Holm over {num_classes} classes x {len(comparisons)} {unit} (per metric)"
     return comparisons

@@ -4,7 +4,8 @@ per-class delta chart.
 An arm is called better or worse than the baseline only when the comparison can carry that word:
 its interval excludes zero, every arm made the same optimiser steps per epoch, no run of the two arms
 was still improving when it ended, and there were two or more training seeds (else the interval
-covers test-set sampling only). Otherwise the report says which of these is missing.
+covers test-set sampling only). Otherwise the report says which of these is missing. Comparisons of
+two augmented arms (``versus``) are read by the same rule.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from augkit.evaluate.arms import BASELINE, versus_key
 from augkit.evaluate.metrics import SUMMARY_METRICS, seed_interval
 
 
@@ -55,24 +57,32 @@ def _why_flagged(summary: dict) -> str:
     return "may be under-trained (still improving when the run ended)"
 
 
-def caveats(summary: dict, arm: str) -> list[str]:
-    """Why a difference between ``arm`` and the baseline would not be a verdict (empty: it would be)."""
+def comparison_of(summary: dict, arm: str, reference: str = BASELINE) -> dict:
+    """The compare_arms record of ``arm`` against ``reference`` (the baseline, or a --versus arm)."""
+    if reference == BASELINE:
+        return summary["deltas"][arm]
+    return summary["versus"][versus_key(arm, reference)]
+
+
+def caveats(summary: dict, arm: str, reference: str = BASELINE) -> list[str]:
+    """Why a difference between ``arm`` and ``reference`` would not be a verdict (empty: it would be)."""
     out = []
     if not summary["config"].get("equal_steps", False):
         out.append("plain epochs: the augmented arm made more optimiser steps than the baseline")
     # arm names hold no spaces (arms.Arm.check), so "<arm> seed <k>" splits back unambiguously
-    flagged = [r for r in flagged_runs(summary) if r.split(" seed ")[0] in ("baseline", arm)]
+    flagged = [r for r in flagged_runs(summary) if r.split(" seed ")[0] in (reference, arm)]
     if flagged:
         out.append(f"{', '.join(flagged)}: {_why_flagged(summary)}")
-    if not summary["deltas"][arm].get("covers_training_noise", len(summary["seeds"]) > 1):
+    if not comparison_of(summary, arm, reference).get("covers_training_noise", len(summary["seeds"]) > 1):
         out.append("one training seed: the interval covers test-set sampling, not training noise")
     return out
 
 
-def verdict(summary: dict, arm: str) -> tuple[str, list[str]]:
-    """("better" | "worse" | "no reliable difference" | "not established", caveats) for one arm."""
-    d = summary["deltas"][arm]["weighted_f1"]
-    why = caveats(summary, arm)
+def verdict(summary: dict, arm: str, reference: str = BASELINE) -> tuple[str, list[str]]:
+    """("better" | "worse" | "no reliable difference" | "not established", caveats) for ``arm`` against
+    ``reference``."""
+    d = comparison_of(summary, arm, reference)["weighted_f1"]
+    why = caveats(summary, arm, reference)
     if d["includes_zero"]:
         return "no reliable difference", why
     if why:
@@ -93,10 +103,10 @@ def _verdict_line(summary: dict, arm: str) -> str:
     return text + f"a {direction} on this evaluation, **not established** as a verdict: {'; '.join(why)}."
 
 
-def _class_changes(summary: dict, arm: str) -> list[str]:
+def _class_changes(summary: dict, arm: str, reference: str = BASELINE) -> list[str]:
     """Per-class F1 changes that survive the multiple-comparison correction."""
     names = summary["class_names"]
-    entries = summary["deltas"][arm]["f1"]
+    entries = comparison_of(summary, arm, reference)["f1"]
     return [f"{names[k]} F1 {e['delta']:+.4f} [{e['ci_low']:+.4f}, {e['ci_high']:+.4f}] "
             f"(p {_p(e.get('p_value'))}, corrected {_p(e.get('p_holm'))})"
             for k, e in enumerate(entries) if e.get("significant")]
@@ -157,6 +167,25 @@ def verdict_markdown(summary: dict, level: int = 2) -> list[str]:
                    for arm in summary["deltas"] for c in _class_changes(summary, arm)]
         lines += changes or ["- none: no per-class change is distinguishable from noise after the correction."]
         lines += [""]
+    return lines + _versus_markdown(summary)
+
+
+def _versus_markdown(summary: dict) -> list[str]:
+    """The --versus comparisons: each arm against another arm, read as the baseline comparisons are."""
+    versus = summary.get("versus") or {}
+    if not versus:
+        return []
+    lines = ["Against other arms (each run paired by seed with the reference arm's, as with the baseline):", "",
+             "| arm | reference | Δ weighted F1 [95% CI] | p | verdict |", "|---|---|---|---|---|"]
+    for c in versus.values():
+        d = c["weighted_f1"]
+        lines.append(f"| {c['arm']} | {c['reference']} | {_delta(d)} | {_p(d.get('p_value'))} | "
+                     f"{verdict(summary, c['arm'], c['reference'])[0]} |")
+    changes = [f"- {c['arm']} − {c['reference']}: {change}" for c in versus.values()
+               for change in _class_changes(summary, c["arm"], c["reference"])]
+    lines += ["", f"Per-class F1 changes that survive the correction ({next(iter(versus.values()))['correction']}):",
+              "", *(changes or ["- none: no per-class change is distinguishable from noise after the correction."]),
+              ""]
     return lines
 
 
@@ -186,8 +215,10 @@ def markdown(summary: dict, verdict_first: bool = True) -> str:
         delta = _delta(summary["deltas"][name]["weighted_f1"]) if name in summary["deltas"] else "—"
         lines.append(f"| {name} | {arm['synthetic_rows']} | " + " | ".join(cols) + f" | {delta} |")
     lines += ["", "Mean ± half-width of the 95% t-interval over seeds where there are several."]
-    for name, d in summary["deltas"].items():
-        lines += ["", f"## Per-class deltas: {name} − baseline", "",
+    compared = [(name, BASELINE, d) for name, d in summary["deltas"].items()]
+    compared += [(c["arm"], c["reference"], c) for c in (summary.get("versus") or {}).values()]
+    for name, reference, d in compared:
+        lines += ["", f"## Per-class deltas: {name} − {reference}", "",
                   "| class | test images | Δ recall (per-class accuracy) | Δ precision | Δ F1 | p (F1) | corrected p (F1) |",
                   "|---|---|---|---|---|---|---|"]
         support = arms[name]["runs"][0]["metrics"]["per_class"]["support"]
