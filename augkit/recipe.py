@@ -20,6 +20,7 @@ the key (with its line where it can be found) and what was expected; unknown key
 
     [evaluate]
     arms = ["baseline", "acgan"]       # "+" joins steps: "classical+acgan"
+    # versus = ["classical+acgan=classical"]   # also compare two augmented arms
     model = "legacy_xception"
 """
 
@@ -37,8 +38,8 @@ from typing import Any
 from augkit.augment import Amount
 from augkit.cache import cache_key
 from augkit.data.split import DEFAULT_FRACTIONS, check_fractions
-from augkit.errors import AugkitError, ParamError
-from augkit.evaluate.arms import BASELINE
+from augkit.errors import AugkitError, ParamError, UserError
+from augkit.evaluate.arms import BASELINE, versus_pairs
 from augkit.evaluate.trainer import TrainConfig
 from augkit.filter import FilterSpec
 from augkit.params import AUGMENTER_REF, did_you_mean, parse_params
@@ -87,6 +88,8 @@ class EvaluateSpec:
     #: nested stratified shares of the real training split that every arm is trained on (the
     #: data-efficiency curve); 1.0 alone: the whole split
     train_fractions: tuple[float, ...] = (1.0,)
+    #: further comparisons "ARM=REFERENCE" of two augmented arms (evaluate's ``versus``)
+    versus: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,8 @@ class Recipe:
                          f"({q.epochs} epochs on the real training split)")
         if self.evaluate:
             e = self.evaluate
-            lines.append(f"  evaluate: {e.config.model}, {e.seeds} seed(s), arms {list(e.arms)}")
+            lines.append(f"  evaluate: {e.config.model}, {e.seeds} seed(s), arms {list(e.arms)}"
+                         + (f", versus {list(e.versus)}" if e.versus else ""))
             lines.append(f"    protocol: {e.config.protocol}")
             if len(e.train_fractions) > 1:
                 lines.append(f"    data-efficiency curve: every arm (and every step) again on nested stratified "
@@ -452,6 +456,7 @@ def _parse_evaluate(raw: Any, w: _Where, steps: tuple[StepSpec, ...]) -> Evaluat
     if len(set(arms)) != len(arms):
         raise ParamError(f"{w('evaluate', 'arms')}: arms are listed twice: {arms}")
     fractions = raw.pop("train_fractions", [1.0])
+    raw_versus = raw.pop("versus", [])
     if (not isinstance(fractions, list) or not fractions
             or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1 for f in fractions)):
         raise ParamError(f"{w('evaluate', 'train_fractions')}: train_fractions must be a list of numbers in (0, 1], "
@@ -470,7 +475,16 @@ def _parse_evaluate(raw: Any, w: _Where, steps: tuple[StepSpec, ...]) -> Evaluat
                          "(a local checkpoint; weights are never downloaded)")
     if BASELINE not in arms:
         arms = [BASELINE] + arms
-    return EvaluateSpec(tuple(arms), seeds, bootstrap, config, tuple(sorted(float(f) for f in fractions)))
+    versus = raw_versus
+    if not isinstance(versus, list) or not all(isinstance(v, str) for v in versus):
+        raise ParamError(f"{w('evaluate', 'versus')}: versus must be a list like [\"classical+acgan=classical\"], "
+                         f"got {versus!r}")
+    try:
+        versus_pairs(versus, arms, where=f"{w('evaluate', 'versus')}: versus")
+    except UserError as e:
+        raise ParamError(str(e)) from None
+    return EvaluateSpec(tuple(arms), seeds, bootstrap, config, tuple(sorted(float(f) for f in fractions)),
+                        tuple(versus))
 
 
 def _check_model(name: str, w: _Where, table: str, key: str) -> None:

@@ -408,7 +408,7 @@ class Runner:
                 for name in spec.arms]
         summary = evaluate(self.data_path, arms, self.here / "evaluate", split=self.split, test=self.recipe.data.test,
                            seeds=spec.seeds, config=spec.config, device=self.device, n_boot=spec.bootstrap,
-                           run_cache=self.cache.root / CLASSIFIER_RUNS, say=self.say)
+                           run_cache=self.cache.root / CLASSIFIER_RUNS, versus=spec.versus, say=self.say)
         if summary["reused_runs"]:
             self.say(f"evaluate: reused finished classifier runs from the cache ({', '.join(summary['reused_runs'])}): "
                      "same data, split, settings, seed and synthetic images")

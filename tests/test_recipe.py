@@ -62,6 +62,10 @@ def test_a_good_recipe_resolves_steps_dependencies_and_arms(tmp_path):
     assert recipe.evaluate.config.model == "test_resnet"
     assert recipe.data.split == {"train": 0.7, "val": 0.15, "test": 0.15}
     assert recipe.out == Path("runs/r")
+    assert recipe.evaluate.versus == ()
+    compared = load_recipe(write(tmp_path, GOOD + 'versus = ["classical+ac=classical"]\n'))
+    assert compared.evaluate.versus == ("classical+ac=classical",)
+    assert "versus ['classical+ac=classical']" in "\n".join(compared.plan())
 
 
 def test_dependencies_run_first_whatever_the_order_in_the_file(tmp_path):
@@ -107,6 +111,10 @@ def test_shipped_recipes_are_valid():
     ("[data\nsource = 1\n", r"r\.toml: not valid TOML: .*line 1"),
     ("[evaluate]\ntrain_fractions = [0.1, 0.5]\n", r"line 2: \[evaluate\]: train_fractions .*include 1\.0"),
     ("[evaluate]\ntrain_fractions = [0.0, 1.0]\n", r"line 2: \[evaluate\]: train_fractions must be a list of numbers in"),
+    ("[[augment]]\nname = \"classical\"\namount = 0.5\n[evaluate]\nversus = [\"classical=ac\"]\n",
+     r"line 5: \[evaluate\]: versus 'classical=ac': no arm named 'ac' \(arms: baseline, classical\)"),
+    ("[[augment]]\nname = \"classical\"\namount = 0.5\n[evaluate]\nversus = \"classical=baseline\"\n",
+     r"line 5: \[evaluate\]: versus must be a list"),
     ("[evaluate]\nschedule = \"cosine\"\n", r"line 2: \[evaluate\]: key 'schedule' must be one of 'plateau', 'onecycle'"),
 ])
 def test_mistakes_name_file_line_and_key(tmp_path, text, expected):

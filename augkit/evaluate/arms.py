@@ -50,25 +50,25 @@ class Arm:
             raise UserError("arm 'baseline' is the real training split alone; give augmented arms another name")
 
 
-def versus_pairs(items, names: list[str]) -> list[tuple[str, str]]:
+def versus_pairs(items, names: list[str], where: str = "--versus") -> list[tuple[str, str]]:
     """(arm, reference) of each ``ARM=REFERENCE`` in ``items``, checked against the evaluation's arm
     ``names`` before anything trains. The baseline is every arm's reference already, so a comparison
     names two augmented arms, e.g. classical+cgan=classical: what a generator adds to classical
-    augmentation."""
+    augmentation. ``where`` opens each error (the option, or a recipe's file, table and key)."""
     pairs: list[tuple[str, str]] = []
     for text in items:
         if text.count("=") != 1:
-            raise UserError(f"--versus '{text}': expected ARM=REFERENCE, two arm names, e.g. classical+cgan=classical")
+            raise UserError(f"{where} '{text}': expected ARM=REFERENCE, two arm names, e.g. classical+cgan=classical")
         arm, reference = (part.strip() for part in text.split("="))
         for name in (arm, reference):
             if name not in names:
-                raise UserError(f"--versus '{text}': no arm named '{name}' (arms: {', '.join(names)})")
+                raise UserError(f"{where} '{text}': no arm named '{name}' (arms: {', '.join(names)})")
         if arm == reference:
-            raise UserError(f"--versus '{text}': an arm compared with itself")
+            raise UserError(f"{where} '{text}': an arm compared with itself")
         if BASELINE in (arm, reference):
-            raise UserError(f"--versus '{text}': every arm is compared with the baseline already; name two other arms")
+            raise UserError(f"{where} '{text}': every arm is compared with the baseline already; name two other arms")
         if (arm, reference) in pairs:
-            raise UserError(f"--versus '{text}': given twice")
+            raise UserError(f"{where} '{text}': given twice")
         pairs.append((arm, reference))
     return pairs
 
