@@ -456,7 +456,7 @@ def _parse_evaluate(raw: Any, w: _Where, steps: tuple[StepSpec, ...]) -> Evaluat
     if len(set(arms)) != len(arms):
         raise ParamError(f"{w('evaluate', 'arms')}: arms are listed twice: {arms}")
     fractions = raw.pop("train_fractions", [1.0])
-    raw_versus = raw.pop("versus", [])
+    versus = raw.pop("versus", [])
     if (not isinstance(fractions, list) or not fractions
             or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1 for f in fractions)):
         raise ParamError(f"{w('evaluate', 'train_fractions')}: train_fractions must be a list of numbers in (0, 1], "
@@ -475,7 +475,6 @@ def _parse_evaluate(raw: Any, w: _Where, steps: tuple[StepSpec, ...]) -> Evaluat
                          "(a local checkpoint; weights are never downloaded)")
     if BASELINE not in arms:
         arms = [BASELINE] + arms
-    versus = raw_versus
     if not isinstance(versus, list) or not all(isinstance(v, str) for v in versus):
         raise ParamError(f"{w('evaluate', 'versus')}: versus must be a list like [\"classical+acgan=classical\"], "
                          f"got {versus!r}")

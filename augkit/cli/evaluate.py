@@ -55,9 +55,9 @@ from augkit.cli.common import DEVICE, SYNC_BN, out
               help="Reuse finished classifier runs from augkit's model cache (the runs recipes share): same data, "
                    "split, settings, seed and synthetic images. --no-reuse trains every run and leaves the cache "
                    "as it was.")
-def evaluate_cmd(data_path, arms, versus, out_dir, split_path, split_seed, test_path, seeds, model, epochs, schedule, patience,
-                 batch_size, lr, input_aug, tta, balanced_sampling, class_weights, equal_steps, pretrained, device,
-                 bootstrap, sync_bn, reuse):
+def evaluate_cmd(data_path, arms, versus, out_dir, split_path, split_seed, test_path, seeds, model, epochs, schedule,
+                 patience, batch_size, lr, input_aug, tta, balanced_sampling, class_weights, equal_steps, pretrained,
+                 device, bootstrap, sync_bn, reuse):
     """Train a classifier per arm and seed; report per-class deltas against the baseline with 95% CIs."""
     from augkit.cache import CLASSIFIER_RUNS, cache_root
     from augkit.evaluate import evaluate
@@ -82,18 +82,22 @@ def evaluate_cmd(data_path, arms, versus, out_dir, split_path, split_seed, test_
     for name, arm in summary["arms"].items():
         f1 = np.mean([r["metrics"]["weighted_f1"] for r in arm["runs"]])
         d = summary["deltas"].get(name, {}).get("weighted_f1")
-        delta = "—" if d is None else f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+        delta = "—" if d is None else _interval(d)
         table.add_row(name, f"{f1:.4f}", delta, "" if d is None else verdict(summary, name)[0])
     out.print(table)
     if summary["versus"]:
         against = Table("arm", "reference", "Δ weighted F1 [95% CI]", "verdict")
         for c in summary["versus"].values():
             d = c["weighted_f1"]
-            against.add_row(c["arm"], c["reference"], f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]",
-                            verdict(summary, c["arm"], c["reference"])[0])
+            against.add_row(c["arm"], c["reference"], _interval(d), verdict(summary, c["arm"], c["reference"])[0])
         out.print(against)
     out.print(f"protocol: {summary['protocol']}", highlight=False)
     if summary["under_trained"]:
         out.print(f"may be under-trained (best validation check = last): {', '.join(summary['under_trained'])}",
                   highlight=False)
     out.print(f"report: {out_dir / 'report.md'}")
+
+
+def _interval(d: dict) -> str:
+    """A delta with its 95% interval, as the terminal tables show it."""
+    return f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"

@@ -18,6 +18,9 @@ from augkit.evaluate.arms import BASELINE, versus_key
 from augkit.evaluate.metrics import SUMMARY_METRICS, seed_interval
 
 
+NO_CLASS_CHANGE = "- none: no per-class change is distinguishable from noise after the correction."
+
+
 def _mean_ci(values: list[float]) -> str:
     """Mean ± the half-width of the t-interval over seeds (a spread of seeds, not of test sampling)."""
     v = np.asarray(values, dtype=np.float64)
@@ -165,7 +168,7 @@ def verdict_markdown(summary: dict, level: int = 2) -> list[str]:
         lines += [f"Per-class F1 changes that survive the correction ({correction}):", ""]
         changes = [f"- {arm}: {c}" + (" — not established: the caveats of its arm above" if caveats(summary, arm) else "")
                    for arm in summary["deltas"] for c in _class_changes(summary, arm)]
-        lines += changes or ["- none: no per-class change is distinguishable from noise after the correction."]
+        lines += changes or [NO_CLASS_CHANGE]
         lines += [""]
     return lines + _versus_markdown(summary)
 
@@ -184,7 +187,7 @@ def _versus_markdown(summary: dict) -> list[str]:
     changes = [f"- {c['arm']} − {c['reference']}: {change}" for c in versus.values()
                for change in _class_changes(summary, c["arm"], c["reference"])]
     lines += ["", f"Per-class F1 changes that survive the correction ({next(iter(versus.values()))['correction']}):",
-              "", *(changes or ["- none: no per-class change is distinguishable from noise after the correction."]),
+              "", *(changes or [NO_CLASS_CHANGE]),
               ""]
     return lines
 
