@@ -13,14 +13,14 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from augkit.data.reader import ImageDataset
 from augkit.distributed import default_device
 from augkit.errors import DataError, ParamError, UserError
-from augkit.params import parse_params
+from augkit.params import did_you_mean, parse_params
 
 
 @dataclass
@@ -158,11 +158,14 @@ class Amount:
     Exactly one of: ``fraction`` (0.5 = +50% of each class, the total rounded once and shared by
     largest remainder so it is exact), ``per_class`` (the same count for every class), or
     ``balance_to`` ("max" or a number: top every class up to that size, rare classes get most).
+    ``classes``: only these classes (by name) get images, e.g. the rare ones, or those whose synthetic
+    images a measurement says carry their class; a fraction is then of those classes' images.
     """
 
     fraction: float | None = None
     per_class: int | None = None
     balance_to: int | str | None = None
+    classes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         given = [k for k in ("fraction", "per_class", "balance_to") if getattr(self, k) is not None]
@@ -175,6 +178,14 @@ class Amount:
         b = self.balance_to
         if b is not None and b != "max" and not (isinstance(b, int) and not isinstance(b, bool) and b > 0):
             raise ParamError(f"amount: balance_to must be \"max\" or an integer > 0, got {b!r}")
+        if self.classes is not None:
+            c = self.classes
+            if (isinstance(c, str) or not isinstance(c, (list, tuple)) or not c
+                    or not all(isinstance(name, str) and name for name in c)):
+                raise ParamError(f"amount: classes must be a non-empty list of class names, got {c!r}")
+            if len(set(c)) != len(c):
+                raise ParamError(f"amount: classes names a class twice: {list(c)}")
+            object.__setattr__(self, "classes", tuple(c))  # a list from TOML: hashable and one form
 
     @classmethod
     def parse(cls, value: Any) -> "Amount":
@@ -184,31 +195,46 @@ class Amount:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return cls(fraction=float(value))
         if isinstance(value, dict):
-            unknown = set(value) - {"fraction", "per_class", "balance_to"}
+            unknown = set(value) - {"fraction", "per_class", "balance_to", "classes"}
             if unknown:
-                raise ParamError(f"amount: unknown key(s) {sorted(unknown)}; expected fraction, per_class or balance_to")
+                raise ParamError(f"amount: unknown key(s) {sorted(unknown)}; expected fraction, per_class or "
+                                 "balance_to, and optionally classes")
             return cls(**value)
         raise ParamError(f"amount: expected a fraction like 0.5, {{per_class = N}} or {{balance_to = \"max\"}}, got {value!r}")
 
-    def counts(self, class_counts: np.ndarray) -> np.ndarray:
-        """Synthetic images per class, given the real images per class."""
+    def counts(self, class_counts: np.ndarray, class_names: Sequence[str] | None = None) -> np.ndarray:
+        """Synthetic images per class, given the real images per class (and, with ``classes``, the
+        dataset's class names, which must hold every name asked for)."""
         from augkit.data.split import largest_remainder
 
         class_counts = np.asarray(class_counts, dtype=np.int64)
+        chosen = np.ones(len(class_counts), bool)
+        if self.classes is not None:
+            if class_names is None:
+                raise TypeError("Amount.counts: classes need the dataset's class names")
+            for name in self.classes:
+                if name not in class_names:
+                    raise ParamError(f"amount: the data has no class '{name}'{did_you_mean(name, class_names)} "
+                                     f"(its classes: {', '.join(class_names)})")
+            chosen = np.isin(np.asarray(class_names), self.classes)
+        # "balance to max" means the largest class of all, chosen or not
+        target = int(class_counts.max()) if self.balance_to == "max" else self.balance_to
+        class_counts = np.where(chosen, class_counts, 0)
         if self.fraction is not None:
             total = int(np.floor(self.fraction * class_counts.sum() + 0.5))
             return largest_remainder(total, class_counts)
         if self.per_class is not None:
             return np.where(class_counts > 0, self.per_class, 0).astype(np.int64)
-        target = int(class_counts.max()) if self.balance_to == "max" else int(self.balance_to)
-        return np.where(class_counts > 0, np.maximum(target - class_counts, 0), 0).astype(np.int64)
+        return np.where(class_counts > 0, np.maximum(int(target) - class_counts, 0), 0).astype(np.int64)
 
     def describe(self) -> str:
         if self.fraction is not None:
-            return f"+{self.fraction:.0%} per class"
-        if self.per_class is not None:
-            return f"{self.per_class} per class"
-        return f"balance to {self.balance_to}"
+            how = f"+{self.fraction:.0%} per class"
+        elif self.per_class is not None:
+            how = f"{self.per_class} per class"
+        else:
+            how = f"balance to {self.balance_to}"
+        return how if self.classes is None else f"{how}, only in {', '.join(self.classes)}"
 
     def to_json(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}

@@ -99,12 +99,13 @@ def augment_to_file(
     assigns to their intended class; the acceptance rate per class is recorded in the provenance.
     """
     amount = Amount.parse(amount)
-    counts = amount.counts(train.class_counts())
+    counts = amount.counts(train.class_counts(), train.class_names)
     if not augmenter.conditional and counts.any():
         from augkit.generator import cannot_choose_a_class
 
         raise UserError(cannot_choose_a_class(augmenter.name))
-    empty = [train.class_names[k] for k in np.flatnonzero(train.class_counts() == 0)]
+    empty = [train.class_names[k] for k in np.flatnonzero(train.class_counts() == 0)
+             if amount.classes is None or train.class_names[k] in amount.classes]
     if empty and amount.fraction is None:
         raise UserError(f"class '{empty[0]}' has no training images to augment from")
     if fit:

@@ -416,6 +416,22 @@ def _parse_steps(raw: Any, w: _Where, data_seed: int) -> tuple[StepSpec, ...]:
     return tuple(steps)
 
 
+def _check_step_classes(steps: tuple[StepSpec, ...], data: DataSpec, w: _Where) -> None:
+    """A step's ``amount.classes`` must name classes of the data: checked now, from the import's plan (the
+    class names it will write), not when the step generates, perhaps hours of training later."""
+    chosen = [s for s in steps if s.amount is not None and s.amount.classes is not None]
+    if not chosen:
+        return
+    from augkit.data.importers import plan_import
+
+    names = plan_import(data.source, data.image_size, n=data.demo_images, seed=data.seed).class_names
+    for s in chosen:
+        try:
+            s.amount.counts([1] * len(names), names)
+        except ParamError as exc:
+            raise ParamError(f"{w(f'augment {s.id}', 'amount')}: {exc}") from None
+
+
 def _check_cycles(steps: list[StepSpec], w: _Where) -> None:
     needs = {s.id: set(s.refs.values()) for s in steps}
     state: dict[str, int] = {}
@@ -565,6 +581,7 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = (), out: str
         raise ParamError(f"{w('recipe', 'name')}: name must hold letters, digits, _ and - only, got {name!r}")
     data = _parse_data(raw.get("data", {}), w)
     steps = _parse_steps(raw.get("augment"), w, data.seed)
+    _check_step_classes(steps, data, w)
     evaluate = _parse_evaluate(raw["evaluate"], w, steps) if "evaluate" in raw else None
     quality, quality_on = _parse_quality(raw["quality"], w) if "quality" in raw else (None, False)
     output = dict(_table(raw.get("output", {}), f"{path}: [output]", "[output]"))

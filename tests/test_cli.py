@@ -101,6 +101,18 @@ def test_augment_uses_only_the_train_folder_of_a_fixed_split(tmp_path):
     assert out.read_sources([0, len(out) - 1]) == ["test/a/0.png", ""]  # imported files stay traceable
 
 
+def test_augment_classes_adds_images_only_to_the_named_classes_and_records_them(tmp_path):
+    data = write_dataset(tmp_path / "d.h5", counts=(6, 4, 3), size=16)
+    result = invoke("augment", "classical", "--data", str(data), "--amount", "1.0", "--classes", "class0, class2",
+                    "--shard", "--out", str(tmp_path / "a.h5"))
+    assert result.exit_code == 0, result.stderr
+    assert "only in class0, class2" in result.stderr
+    shard = H5Dataset(tmp_path / "a.h5")
+    assert shard.class_counts().tolist() == [6, 0, 3]  # +100% of the named classes, none of class1
+    record = shard.provenance["augment"]
+    assert record["amount"]["classes"] == ["class0", "class2"] and record["per_class"]["class1"] == 0
+
+
 def test_augment_filter_keeps_only_accepted_images_records_the_rates_and_trains_its_classifier_once(
         tmp_path, monkeypatch):
     monkeypatch.setenv("AUGKIT_CACHE_DIR", str(tmp_path / "cache"))

@@ -42,12 +42,26 @@ def _tiny_task(n=96, size=16, seed=0):
 def test_a_run_stops_at_a_validation_plateau_and_is_not_flagged():
     x, y, val = _tiny_task()
     # lr 0: the weights never change, so validation never improves after the first check
-    cfg = TrainConfig(**{**FAST, "lr": 0.0}, epochs=50, patience=2, lr_drops=1, checks_per_epoch=2)
+    cfg = TrainConfig(**{**FAST, "lr": 0.0}, epochs=50, patience=2, patience_steps=0, lr_drops=1, checks_per_epoch=2)
     run = train_run(x, y, val, val, 3, cfg, seed=0, device="cpu")
     assert run["stopped"] == "plateau" and not run["under_trained"]
     assert len(run["history"]) == 5  # best, then 2 without improvement -> cut, 2 more -> stop
     assert run["history"][3]["lr"] == 0.0 and run["best_epoch"] == run["history"][0]["epoch"] == 0.5
     assert run["optimizer_steps"] == run["history"][-1]["step"] < 50 * run["steps_per_epoch"]
+
+
+def test_patience_spans_at_least_patience_steps_on_a_small_training_set():
+    x, y, val = _tiny_task()  # 96 images at batch 16: 6 steps per epoch, a check every 3
+    frozen = {**FAST, "lr": 0.0, "epochs": 50, "patience": 2, "lr_drops": 1, "checks_per_epoch": 2}
+    short = train_run(x, y, val, val, 3, TrainConfig(**frozen, patience_steps=0), seed=0, device="cpu")
+    floored = train_run(x, y, val, val, 3, TrainConfig(**frozen, patience_steps=12), seed=0, device="cpu")
+    assert short["patience_checks"] == 2 and len(short["history"]) == 1 + 2 + 2
+    # 12 steps at 3 steps per check: 4 checks without a new best before the cut, and again before the stop
+    assert floored["patience_checks"] == 4 and floored["stopped"] == "plateau"
+    assert floored["optimizer_steps"] - floored["best_step"] >= 12 and len(floored["history"]) >= 1 + 4 + 4
+    assert TrainConfig(patience=3, patience_steps=200).patience_checks(149) == 3  # full PBC: unchanged
+    assert TrainConfig(patience=3, patience_steps=200).patience_checks(14) == 29  # 10% of PBC
+    assert "at least 12 optimiser steps" in TrainConfig(**frozen, patience_steps=12).protocol
 
 
 def test_a_run_whose_best_check_is_its_last_is_flagged_under_trained():

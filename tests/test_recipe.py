@@ -68,6 +68,17 @@ def test_a_good_recipe_resolves_steps_dependencies_and_arms(tmp_path):
     assert "versus ['classical+ac=classical']" in "\n".join(compared.plan())
 
 
+def test_a_step_for_named_classes_is_planned_and_recorded_as_such(tmp_path):
+    text = GOOD.replace("amount = { per_class = 3 }", 'amount = { per_class = 3, classes = ["basophil", "ig"] }')
+    recipe = load_recipe(write(tmp_path, text))
+    assert recipe.step("ac").amount.classes == ("basophil", "ig")
+    assert "step ac: acgan, 3 per class, only in basophil, ig" in "\n".join(recipe.plan())
+    assert recipe.resolved["augment"][2]["amount"]["classes"] == ("basophil", "ig")
+    (tmp_path / "plain").mkdir()
+    plain = load_recipe(write(tmp_path / "plain", GOOD))  # same name, no classes
+    assert plain.resolved["name"] == recipe.resolved["name"] and plain.fingerprint() != recipe.fingerprint()
+
+
 def test_dependencies_run_first_whatever_the_order_in_the_file(tmp_path):
     text = GOOD.replace('[[augment]]\nname = "vanilla"\n[augment.params]\nsteps = 2\n', "") + \
         '\n[[augment]]\nname = "vanilla"\nparams = { steps = 2 }\n'

@@ -93,3 +93,20 @@ def test_amount_kinds():
     for bad in ({"fraction": -1}, {"per_class": 0}, {"balance_to": "min"}, {"percent": 5}, "half"):
         with pytest.raises(ParamError, match="amount"):
             Amount.parse(bad)
+
+
+def test_an_amount_for_named_classes_gives_the_others_none():
+    counts, names = np.array([10, 40, 25]), ["basophil", "neutrophil", "monocyte"]
+    only = {"classes": ["basophil", "monocyte"]}
+    # a fraction of the named classes' images only: 0.5 x (10 + 25) = 17.5 -> 18, shared 5.1 : 12.9
+    assert Amount.parse({"fraction": 0.5, **only}).counts(counts, names).tolist() == [5, 0, 13]
+    assert Amount(per_class=7, classes=("monocyte",)).counts(counts, names).tolist() == [0, 0, 7]
+    # "max" is the largest class of all, named or not
+    assert Amount(balance_to="max", classes=("basophil",)).counts(counts, names).tolist() == [30, 0, 0]
+    assert Amount.parse({"fraction": 0.5, **only}).describe() == "+50% per class, only in basophil, monocyte"
+    assert Amount.parse({"fraction": 0.5, **only}).to_json()["classes"] == ("basophil", "monocyte")
+    with pytest.raises(ParamError, match="has no class 'basophill'.*did you mean 'basophil'"):
+        Amount(per_class=1, classes=("basophill",)).counts(counts, names)
+    for bad in ([], "basophil", ["basophil", "basophil"], [3]):
+        with pytest.raises(ParamError, match="classes"):
+            Amount.parse({"per_class": 1, "classes": bad})

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from augkit import distributed
 from augkit.cli.common import DEVICE, PARAMS, SYNC_BN, context, err, force, out, out_path, parse_param, say, seed
-from augkit.errors import UserError
+from augkit.errors import ParamError, UserError
 
 
 def _augmenter(name: str, params: tuple[str, ...], from_dir: Path | None):
@@ -112,6 +112,8 @@ def _diversity_report(augmenter, train, ctx, out_dir: Path) -> None:
               help="Fraction to add per class: 0.5 = +50%.")
 @click.option("--per-class", type=click.IntRange(min=1), default=None, help="Add this many images to every class.")
 @click.option("--balance-to", default=None, help="Top every class up to 'max' or to this many images.")
+@click.option("--classes", "classes", default=None, metavar="NAME[,NAME...]",
+              help="Add images only to these classes (e.g. the rare ones); with --amount, a fraction of theirs.")
 @click.option("--split", "split_path", type=click.Path(path_type=Path), default=None,
               help="Augment only the training part of this split (.json from `augkit data split`).")
 @PARAMS
@@ -128,8 +130,8 @@ def _diversity_report(augmenter, train, ctx, out_dir: Path) -> None:
               help="Filter setting key=value (threshold, manifold_k, model, epochs, max_tries, ...; repeatable).")
 @DEVICE
 @force()
-def augment_cmd(name, data_path, out_file, amount, per_class, balance_to, split_path, params, seed, shard, from_dir,
-                workdir, use_filter, filter_params, device, force):
+def augment_cmd(name, data_path, out_file, amount, per_class, balance_to, classes, split_path, params, seed, shard,
+                from_dir, workdir, use_filter, filter_params, device, force):
     """Add synthetic images made by augmenter NAME to a dataset."""
     from augkit.augment import Amount
     from augkit.data.reader import H5Dataset
@@ -145,9 +147,14 @@ def augment_cmd(name, data_path, out_file, amount, per_class, balance_to, split_
             balance_to = int(balance_to)
         except ValueError:
             raise UserError(f"--balance-to: expected 'max' or an integer, got '{balance_to}'") from None
-    how = Amount(fraction=amount, per_class=per_class, balance_to=balance_to)
-    augmenter, loaded = _augmenter(name, params, from_dir)
     base = H5Dataset(data_path)
+    chosen = None if classes is None else tuple(c.strip() for c in classes.split(","))
+    try:
+        how = Amount(fraction=amount, per_class=per_class, balance_to=balance_to, classes=chosen)
+        how.counts(base.class_counts(), base.class_names)  # names checked before any fitting or filter training
+    except ParamError as exc:
+        raise ParamError(f"--classes: {str(exc).removeprefix('amount: ')}") from None
+    augmenter, loaded = _augmenter(name, params, from_dir)
     train, where = training_rows(base, split_path)
     ctx = context(seed, device, workdir)
     if distributed.is_main():

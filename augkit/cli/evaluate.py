@@ -35,6 +35,9 @@ from augkit.cli.common import DEVICE, SYNC_BN, out
               help="plateau: train until validation weighted F1 stops improving; onecycle: a fixed schedule.")
 @click.option("--patience", default=3, show_default=True, type=click.IntRange(min=1),
               help="Validation checks without improvement before the learning rate is cut or the run stops.")
+@click.option("--patience-steps", default=200, show_default=True, type=click.IntRange(min=0),
+              help="The fewest optimiser steps patience spans: on a small training set it counts more checks "
+                   "(0: checks only).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(0, min_open=True))
 @click.option("--input-aug", type=click.Choice(["none", "flip", "dihedral"]), default="flip", show_default=True,
@@ -56,13 +59,14 @@ from augkit.cli.common import DEVICE, SYNC_BN, out
                    "split, settings, seed and synthetic images. --no-reuse trains every run and leaves the cache "
                    "as it was.")
 def evaluate_cmd(data_path, arms, versus, out_dir, split_path, split_seed, test_path, seeds, model, epochs, schedule,
-                 patience, batch_size, lr, input_aug, tta, balanced_sampling, class_weights, equal_steps, pretrained,
-                 device, bootstrap, sync_bn, reuse):
+                 patience, patience_steps, batch_size, lr, input_aug, tta, balanced_sampling, class_weights,
+                 equal_steps, pretrained, device, bootstrap, sync_bn, reuse):
     """Train a classifier per arm and seed; report per-class deltas against the baseline with 95% CIs."""
     from augkit.cache import CLASSIFIER_RUNS, cache_root
     from augkit.evaluate import evaluate
 
-    config = {"model": model, "epochs": epochs, "schedule": schedule, "patience": patience, "batch_size": batch_size,
+    config = {"model": model, "epochs": epochs, "schedule": schedule, "patience": patience,
+              "patience_steps": patience_steps, "batch_size": batch_size,
               "lr": lr, "input_aug": input_aug, "tta": tta,
               "balanced_sampling": balanced_sampling, "class_weights": class_weights, "pretrained": pretrained,
               "equal_steps": equal_steps}

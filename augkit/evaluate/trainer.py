@@ -15,6 +15,7 @@ predictions gathered, so every rank returns the same numbers.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -52,6 +53,12 @@ class TrainConfig:
     # (docs/results.md, "patience")
     patience: int = field(default=3, metadata={"min": 1, "help": "validation checks without improvement before the "
                                                                "learning rate is cut, or the run stops (plateau)"})
+    # On a small training set a check is a few optimiser steps (10% of PBC: 7), and 3 checks would cut and
+    # stop a run after ~20 steps without a new best, long before it has learned; the floor makes patience
+    # span at least what 3 checks span at full PBC size (~220 steps), so at full size it changes nothing.
+    patience_steps: int = field(default=200, metadata={
+        "min": 0, "help": "the fewest optimiser steps patience spans: on a small training set patience counts "
+                          "more checks (plateau; 0: patience counts checks only)"})
     lr_drops: int = field(default=1, metadata={"min": 0, "help": "learning-rate cuts before the next plateau ends "
                                                               "the run (plateau)"})
     lr_factor: float = field(default=0.1, metadata={"min": 0, "max": 1, "help": "what each cut multiplies the "
@@ -94,13 +101,21 @@ class TrainConfig:
         steps = ("equal optimiser steps per epoch (an epoch = the real training split's size)" if self.equal_steps
                  else "plain epochs (augmented arms make more optimiser steps than the baseline)")
         if self.schedule == "plateau":
-            length = (f"trained to a validation plateau (patience {self.patience} checks, {self.checks_per_epoch} "
-                      f"per epoch; {self.lr_drops} learning-rate cut(s) x{self.lr_factor:g}; cap {self.epochs} epochs)")
+            floor = f" and at least {self.patience_steps} optimiser steps" if self.patience_steps else ""
+            length = (f"trained to a validation plateau (patience {self.patience} checks{floor}, "
+                      f"{self.checks_per_epoch} per epoch; {self.lr_drops} learning-rate cut(s) x{self.lr_factor:g}; "
+                      f"cap {self.epochs} epochs)")
         else:
             length = f"a fixed one-cycle schedule of {self.epochs} epochs (no convergence check)"
         views = len(views_of(self.input_aug)) if self.tta else 1  # (flips only for non-square images)
         scoring = f"; test predictions averaged over {views} views" if views > 1 else ""
         return f"{steps}; {length}{scoring}"
+
+    def patience_checks(self, steps_per_epoch: int) -> int:
+        """Patience in validation checks for a run of ``steps_per_epoch``: ``patience``, or more where that
+        many checks would span fewer than ``patience_steps`` optimiser steps."""
+        checks = max(1, min(self.checks_per_epoch, steps_per_epoch))
+        return max(self.patience, math.ceil(self.patience_steps * checks / steps_per_epoch))
 
 
 class Plateau:
@@ -236,7 +251,8 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
     # the steps of an epoch after which validation runs (the last one always)
     checks = max(1, min(cfg.checks_per_epoch, steps_per_epoch))
     check_after = {round(steps_per_epoch * (k + 1) / checks) - 1 for k in range(checks)}
-    selector = Plateau(cfg.patience, cfg.lr_drops if plateau else 0)
+    patience = cfg.patience_checks(steps_per_epoch)
+    selector = Plateau(patience, cfg.lr_drops if plateau else 0)
     amp = dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     if (not streamed and dev.type == "cuda"
@@ -352,6 +368,7 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
         "seed": seed,
         "optimizer_steps": steps_done,
         "steps_per_epoch": steps_per_epoch,
+        "patience_checks": patience,
         "best_epoch": best_entry["epoch"],
         "best_step": best_entry["step"],
         "epochs_trained": history[-1]["epoch"],
