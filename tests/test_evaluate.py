@@ -183,6 +183,21 @@ def test_equal_steps_is_the_default_and_plain_epochs_an_explicit_option(demo, tm
     assert default["arms"]["baseline"]["runs"][0]["optimizer_steps"] == steps["baseline"]
 
 
+def test_a_baseline_is_shared_by_evaluations_that_differ_only_in_what_synthetic_rows_do(demo, tmp_path):
+    arms = ["baseline", f"classical={demo / 'shard.h5'}"]
+    config = {**FAST, "epochs": 1}
+    cache = tmp_path / "cache"
+    mixed = evaluate(demo / "demo.h5", arms, tmp_path / "a", split=demo / "split.json", config=config, device="cpu",
+                     n_boot=50, run_cache=cache)
+    phased = evaluate(demo / "demo.h5", arms, tmp_path / "b", split=demo / "split.json",
+                      config={**config, "synthetic_phase": "before_cut"}, device="cpu", n_boot=50, run_cache=cache)
+    assert mixed["reused_runs"] == [] and phased["reused_runs"] == ["baseline seed 0"]  # the augmented arm trains
+    assert phased["config"]["synthetic_phase"] == "before_cut" and "learning-rate cut" in phased["protocol"]
+    again = evaluate(demo / "demo.h5", arms, tmp_path / "b", split=demo / "split.json",
+                     config={**config, "synthetic_phase": "before_cut"}, device="cpu", n_boot=50, run_cache=cache)
+    assert again["reused_runs"] == [] and again["arms"] == phased["arms"]  # both runs finished in its folder
+
+
 def test_versus_compares_two_augmented_arms_paired_by_seed(demo, tmp_path):
     """classical+more vs classical: the Δ is the reference's runs subtracted seed by seed, read and
     reported as the baseline comparisons are."""

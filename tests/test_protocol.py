@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from augkit.data.split import nested_subsets, rows_fingerprint
-from augkit.errors import DataError
+from augkit.errors import DataError, ParamError
 from augkit.evaluate.curve import _matching_real_images, efficiency_curve
 from augkit.evaluate.report import verdict
 from augkit.evaluate.trainer import Plateau, TrainConfig, train_run
+from augkit.params import parse_params
 
 FAST = {"model": "test_resnet", "batch_size": 16, "lr": 3e-3}
 
@@ -62,6 +63,58 @@ def test_patience_spans_at_least_patience_steps_on_a_small_training_set():
     assert TrainConfig(patience=3, patience_steps=200).patience_checks(149) == 3  # full PBC: unchanged
     assert TrainConfig(patience=3, patience_steps=200).patience_checks(14) == 29  # 10% of PBC
     assert "at least 12 optimiser steps" in TrainConfig(**frozen, patience_steps=12).protocol
+
+
+def _training_batches(monkeypatch) -> list[torch.Tensor]:
+    """Every batch of uint8 images the trainer turns into model input (validation's too)."""
+    import augkit.evaluate.trainer as trainer
+
+    seen, real_to_input = [], trainer.to_input
+    monkeypatch.setattr(trainer, "to_input", lambda images, dev: seen.append(images.clone()) or real_to_input(images, dev))
+    return seen
+
+
+class _Lazy:
+    """Images read by position, as from a file too large for memory (the trainer's streamed path)."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images, self.image_size = images.numpy(), tuple(images.shape[1:3])
+
+    def read(self, positions) -> np.ndarray:
+        return self.images[np.asarray(positions)]
+
+
+@pytest.mark.parametrize("phase, streamed", [("all", False), ("before_cut", False), ("before_cut", True)])
+def test_synthetic_phase_before_cut_trains_on_the_real_rows_alone_after_the_first_cut(monkeypatch, phase, streamed):
+    x, y, val = _tiny_task()  # 96 real images below 200
+    x = x // 2
+    planted = torch.full((48, 16, 16, 3), 255, dtype=torch.uint8)  # synthetic rows: white, easy to spot
+    train_x, train_y = torch.cat([x, planted]), torch.cat([y, torch.arange(48) % 3])
+    if streamed:
+        monkeypatch.setenv("AUGKIT_LOADER_WORKERS", "0")  # batches read here, where the recording sees them
+        train_x = _Lazy(train_x)
+    seen = _training_batches(monkeypatch)
+    # a learning rate too small to move the weights (validation stays flat), but one whose cut shows
+    cfg = TrainConfig(**{**FAST, "lr": 1e-12}, epochs=50, patience=2, patience_steps=0, lr_drops=1,
+                      checks_per_epoch=2, synthetic_phase=phase)
+    run = train_run(train_x, train_y, val, val, 3, cfg, seed=0, device="cpu", epoch_size=96, real_rows=96)
+    train_batches = [b for b in seen if len(b) == cfg.batch_size]  # validation's is 24 images
+    assert len(train_batches) == run["optimizer_steps"]
+    synthetic_in = [bool((b.flatten(1) == 255).all(1).any()) for b in train_batches]
+    cut = next(h["step"] for h, after in zip(run["history"], run["history"][1:]) if after["lr"] < h["lr"])
+    assert cut < run["optimizer_steps"] and any(synthetic_in[:cut])
+    if phase == "all":
+        assert run["synthetic_until_step"] is None and any(synthetic_in[cut:])
+    else:
+        assert run["synthetic_until_step"] == cut and not any(synthetic_in[cut:])
+        assert "only until the first learning-rate cut" in cfg.protocol
+
+
+@pytest.mark.parametrize("settings, why", [({"schedule": "onecycle"}, "has none"), ({"lr_drops": 0}, "has none"),
+                                           ({"equal_steps": False}, "needs equal_steps")])
+def test_synthetic_phase_before_cut_is_refused_where_it_could_not_happen_as_planned(settings, why):
+    with pytest.raises(ParamError, match=f"parameter 'synthetic_phase'.*{why}"):
+        parse_params(TrainConfig, {**settings, "synthetic_phase": "before_cut"}, where="evaluate")
 
 
 def test_a_run_whose_best_check_is_its_last_is_flagged_under_trained():

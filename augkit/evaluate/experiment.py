@@ -134,6 +134,10 @@ def evaluate(
                 "test": test_file.info.fingerprint if test is not None else None}
     settings.update(distributed.cache_key_fields())
     key = cache_key(settings)
+    # settings that only say what to do with synthetic rows leave an arm without them as it was: its
+    # runs keep their key, and a baseline is shared by evaluations that differ only there
+    real_only = {**settings, "config": {**settings["config"], "synthetic_phase": "all"}}
+    real_only_key = cache_key(real_only)
 
     h, w = base.image_size
     largest_arm = max(synthetic[a.name].count for a in arms) * h * w * 3
@@ -168,17 +172,18 @@ def evaluate(
     cache = Path(run_cache) if run_cache is not None else None
     for arm in arms:
         shard_prints = sorted(view.info.fingerprint for view in synthetic[arm.name].views)
+        arm_key = key if synthetic[arm.name].count else real_only_key
         x = y = None  # read when a seed of this arm has to train
         for seed in seed_list:
             path = out_dir / "runs" / f"{arm.name}-seed{seed}.json"
-            run_key = cache_key([key, shard_prints, seed])
+            run_key = cache_key([arm_key, shard_prints, seed])
             cached = cache / f"{run_key}.json" if cache is not None else None
 
-            def finished(path=path, cached=cached, arm=arm, seed=seed) -> tuple[dict, bool] | None:
+            def finished(path=path, cached=cached, arm=arm, arm_key=arm_key) -> tuple[dict, bool] | None:
                 """A finished run in the output folder or the cache (rank 0 looks, every rank gets it)."""
                 if path.exists():
                     done = json.loads(path.read_text())
-                    if done.get("settings_key") == key:
+                    if done.get("settings_key") == arm_key:
                         return done, False
                 if cached is not None and cached.is_file():
                     done = {**json.loads(cached.read_text()), "arm": arm.name, "reused_from": str(cached)}
@@ -196,8 +201,8 @@ def evaluate(
                 x, y = arm_data(synthetic[arm.name])
             _, val_t, test_t = real_arrays()
             run = train_run(x, y, val_t, test_t, num_classes, cfg, seed, device, label=arm.name,
-                            epoch_size=len(real_y) if cfg.equal_steps else None)
-            run.update({"arm": arm.name, "settings_key": key,
+                            epoch_size=len(real_y) if cfg.equal_steps else None, real_rows=len(real_y))
+            run.update({"arm": arm.name, "settings_key": arm_key,
                         "train_counts": np.bincount(y.numpy(), minlength=num_classes).tolist(),
                         "synthetic_rows": synthetic[arm.name].count})
 

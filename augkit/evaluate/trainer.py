@@ -86,6 +86,23 @@ class TrainConfig:
         "help": "every arm makes the baseline's optimiser steps per epoch (an epoch = as many images as the real "
                 "training split), so a gain cannot come from longer training; false: an epoch is every image "
                 "of the arm (more steps for augmented arms)"})
+    # Synthetic images that differ from real ones in ways a classifier can learn (a small one tells every
+    # GAN's images from PBC's) may still teach it shapes and classes; ending on real images alone lets
+    # the low-learning-rate phase undo what only the synthetic images taught (pretrain, then fine-tune).
+    synthetic_phase: Literal["all", "before_cut"] = field(default="all", metadata={
+        "help": "all: synthetic rows train throughout; before_cut: only until the first learning-rate cut, "
+                "after which the run goes on with the real images alone (plateau, equal_steps); the baseline "
+                "has no synthetic rows and trains the same either way"})
+
+    def __post_init__(self) -> None:
+        if self.synthetic_phase == "before_cut":
+            if self.schedule != "plateau" or self.lr_drops < 1:
+                raise ValueError("parameter 'synthetic_phase': 'before_cut' ends the synthetic images at the first "
+                                 "learning-rate cut, and this schedule has none (it needs schedule 'plateau' and "
+                                 "lr_drops of at least 1)")
+            if not self.equal_steps:
+                raise ValueError("parameter 'synthetic_phase': 'before_cut' needs equal_steps (with plain epochs "
+                                 "an epoch would shrink at the cut, and the arms' steps would no longer compare)")
 
     @classmethod
     def probe(cls, model: str, epochs: int, batch_size: int, lr: float) -> "TrainConfig":
@@ -109,7 +126,9 @@ class TrainConfig:
             length = f"a fixed one-cycle schedule of {self.epochs} epochs (no convergence check)"
         views = len(views_of(self.input_aug)) if self.tta else 1  # (flips only for non-square images)
         scoring = f"; test predictions averaged over {views} views" if views > 1 else ""
-        return f"{steps}; {length}{scoring}"
+        phase = ("; synthetic images only until the first learning-rate cut, real images alone after it"
+                 if self.synthetic_phase == "before_cut" else "")
+        return f"{steps}{phase}; {length}{scoring}"
 
     def patience_checks(self, steps_per_epoch: int) -> int:
         """Patience in validation checks for a run of ``steps_per_epoch``: ``patience``, or more where that
@@ -221,12 +240,15 @@ def predict(model: nn.Module, images, device: torch.device, batch_size: int, vie
 
 
 def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_classes: int, cfg: TrainConfig, seed: int,
-              device: str, label: str = "", keep_model: bool = False, epoch_size: int | None = None) -> dict:
+              device: str, label: str = "", keep_model: bool = False, epoch_size: int | None = None,
+              real_rows: int | None = None) -> dict:
     """Train with ``seed``; returns test metrics of the best validation check, the predictions, the
     validation curve (``history``), how the run ended (``stopped``: "plateau" or "budget") and whether its
     best check was its last (``under_trained``), and, with ``keep_model``, the model with the best
     check's weights under "model". ``epoch_size``: images per epoch (default: all of ``train_x``); fewer
-    draws a fresh random subset each epoch.
+    draws a fresh random subset each epoch. ``real_rows``: how many of the first rows of ``train_x`` are
+    real (default: all); the rest are synthetic, which ``cfg.synthetic_phase`` "before_cut" stops drawing
+    at the first learning-rate cut (the step: ``synthetic_until_step`` in the result).
 
     ``train_x`` and the images of ``val`` and ``test`` are uint8 NHWC tensors, or lazy sources with
     ``read(positions)`` (streamed, for data larger than memory)."""
@@ -238,11 +260,25 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
     streamed = not isinstance(train_x, torch.Tensor)
     model = create_classifier(cfg.model, num_classes, cfg.pretrained).to(dev).to(memory_format=torch.channels_last)
     net = distributed.wrap(model, dev)
-    counts = np.bincount(np.asarray(train_y), minlength=num_classes).astype(np.float64)
-    weight = None
-    if cfg.class_weights:
-        weight = torch.tensor(counts.sum() / (num_classes * np.maximum(counts, 1)), dtype=torch.float32, device=dev)
-    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    labels = np.asarray(train_y)
+    real_rows = len(labels) if real_rows is None else real_rows
+    pool = len(labels)  # epochs draw from the first `pool` rows: all, until the synthetic ones are dropped
+
+    def loss_for(pool: int) -> nn.Module:
+        if not cfg.class_weights:
+            return nn.CrossEntropyLoss()
+        counts = np.bincount(labels[:pool], minlength=num_classes).astype(np.float64)
+        weight = counts.sum() / (num_classes * np.maximum(counts, 1))
+        return nn.CrossEntropyLoss(weight=torch.tensor(weight, dtype=torch.float32, device=dev))
+
+    def sampling_p(pool: int) -> np.ndarray | None:
+        if not cfg.balanced_sampling:
+            return None
+        counts = np.bincount(labels[:pool], minlength=num_classes).astype(np.float64)
+        p = 1.0 / counts[labels[:pool]]
+        return p / p.sum()
+
+    loss_fn, sample_p = loss_for(pool), sampling_p(pool)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, min(epoch_size or len(train_y), len(train_y)) // (cfg.batch_size * world))
     plateau = cfg.schedule == "plateau"
@@ -258,10 +294,6 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
     if (not streamed and dev.type == "cuda"
             and train_x.numel() < 0.25 * torch.cuda.get_device_properties(dev).total_memory):
         train_x, train_y = train_x.to(dev), train_y.to(dev)  # uint8 on the GPU: no host transfer per step
-    sample_p = None
-    if cfg.balanced_sampling:
-        sample_p = (1.0 / counts[np.asarray(train_y.cpu())])
-        sample_p /= sample_p.sum()
     per_epoch = steps_per_epoch * cfg.batch_size * world
 
     # the averaged weights (buffers too: BatchNorm statistics) are what validation sees and test uses
@@ -280,19 +312,27 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
     stopped = "budget"
     start_time = time.perf_counter()
     seen, steps_done, step_seconds = 0, 0, 0.0
+    synthetic_until = None
+    batches = None
+
+    def draw(first_step: int):
+        """This epoch's order over the first ``pool`` rows and, streamed, its batches from step
+        ``first_step`` on: drawn again where the rows change mid-epoch."""
+        nonlocal batches
+        order = (rng.choice(pool, size=per_epoch, p=sample_p) if sample_p is not None
+                 else rng.permutation(pool)[:per_epoch])
+        order = order[rank::world]  # this rank's share, as DistributedSampler splits it
+        if not streamed:
+            return torch.from_numpy(order).to(train_x.device)  # once per epoch, sliced on the device
+        from augkit.loading import stream_batches
+
+        batch_idx = [order[k * cfg.batch_size:(k + 1) * cfg.batch_size] for k in range(first_step, steps_per_epoch)]
+        batches = iter(stream_batches(train_x, labels, batch_idx, pin=dev.type == "cuda"))
+        return order
     with track(f"{label} seed {seed}".strip(), cfg.epochs * steps_per_epoch) as bar:
         for epoch in range(cfg.epochs):
             net.train()
-            order = (rng.choice(len(train_y), size=per_epoch, p=sample_p)
-                     if sample_p is not None else rng.permutation(len(train_y))[:per_epoch])
-            order = order[rank::world]  # this rank's share, as DistributedSampler splits it
-            if streamed:
-                from augkit.loading import stream_batches
-
-                batch_idx = [order[k * cfg.batch_size:(k + 1) * cfg.batch_size] for k in range(steps_per_epoch)]
-                batches = iter(stream_batches(train_x, np.asarray(train_y), batch_idx, pin=dev.type == "cuda"))
-            else:
-                order = torch.from_numpy(order).to(train_x.device)  # once per epoch, sliced on the device
+            order = draw(0)
             total_loss, loss_steps = torch.zeros((), device=dev), 0
             span_start = time.perf_counter()
             for step in range(steps_per_epoch):
@@ -347,6 +387,10 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
                 if action == "cut":
                     for group in opt.param_groups:
                         group["lr"] *= cfg.lr_factor
+                    if cfg.synthetic_phase == "before_cut" and synthetic_until is None and pool > real_rows:
+                        synthetic_until, pool = steps_done, real_rows
+                        loss_fn, sample_p = loss_for(pool), sampling_p(pool)
+                        order = draw(step + 1)
                 elif action == "stop":
                     stopped = "plateau"
                     break
@@ -369,6 +413,7 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
         "optimizer_steps": steps_done,
         "steps_per_epoch": steps_per_epoch,
         "patience_checks": patience,
+        "synthetic_until_step": synthetic_until,
         "best_epoch": best_entry["epoch"],
         "best_step": best_entry["step"],
         "epochs_trained": history[-1]["epoch"],
