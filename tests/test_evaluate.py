@@ -185,7 +185,8 @@ def test_equal_steps_is_the_default_and_plain_epochs_an_explicit_option(demo, tm
 
 def test_a_baseline_is_shared_by_evaluations_that_differ_only_in_what_synthetic_rows_do(demo, tmp_path):
     arms = ["baseline", f"classical={demo / 'shard.h5'}"]
-    config = {**FAST, "epochs": 1}
+    # weights that barely move: validation flat from the first check, so the cut comes at the second
+    config = {**FAST, "epochs": 3, "lr": 1e-12, "patience": 1, "patience_steps": 0}
     cache = tmp_path / "cache"
     mixed = evaluate(demo / "demo.h5", arms, tmp_path / "a", split=demo / "split.json", config=config, device="cpu",
                      n_boot=50, run_cache=cache)
@@ -196,6 +197,9 @@ def test_a_baseline_is_shared_by_evaluations_that_differ_only_in_what_synthetic_
     again = evaluate(demo / "demo.h5", arms, tmp_path / "b", split=demo / "split.json",
                      config={**config, "synthetic_phase": "before_cut"}, device="cpu", n_boot=50, run_cache=cache)
     assert again["reused_runs"] == [] and again["arms"] == phased["arms"]  # both runs finished in its folder
+    until = phased["arms"]["classical"]["runs"][0]["synthetic_until_step"]
+    assert until is not None and f"real images alone from step {until}" in (tmp_path / "b" / "report.md").read_text()
+    assert mixed["arms"]["classical"]["runs"][0]["synthetic_until_step"] is None
 
 
 def test_versus_compares_two_augmented_arms_paired_by_seed(demo, tmp_path):

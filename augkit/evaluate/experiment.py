@@ -32,7 +32,8 @@ from augkit.params import parse_params
 
 #: what metrics.json keeps of each run (the per-run files in runs/ also hold the test predictions)
 RUN_FIELDS = ("seed", "best_epoch", "best_step", "epochs_trained", "stopped", "under_trained", "metrics", "history",
-              "train_seconds", "train_images_per_s", "train_counts", "optimizer_steps", "steps_per_epoch")
+              "train_seconds", "train_images_per_s", "train_counts", "optimizer_steps", "steps_per_epoch",
+              "synthetic_until_step")
 
 
 def _real_only(ds, what: str):

@@ -244,6 +244,8 @@ def markdown(summary: dict, verdict_first: bool = True) -> str:
             ended = {"plateau": "plateau", "budget": "cap"}.get(r.get("stopped"), "—")
             if r.get("under_trained"):
                 ended += " (**best = last**)"
+            if r.get("synthetic_until_step") is not None:
+                ended += f"; real images alone from step {r['synthetic_until_step']}"
             lines.append(f"| {name} | {r['seed']} | {_epoch(r['best_epoch'])} | {_epoch(r.get('epochs_trained'))} | {ended} | "
                          f"{r.get('optimizer_steps', '—')} | {r['metrics']['weighted_f1']:.4f} | "
                          f"{r['train_seconds']:.0f} | {ips} |")
