@@ -107,6 +107,7 @@ def test_synthetic_phase_before_cut_trains_on_the_real_rows_alone_after_the_firs
         assert run["synthetic_until_step"] is None and any(synthetic_in[cut:])
     else:
         assert run["synthetic_until_step"] == cut and not any(synthetic_in[cut:])
+        assert run["best_step"] > cut  # the model tested is one trained on the real images last
         assert "only until the first learning-rate cut" in cfg.protocol
 
 

@@ -91,8 +91,9 @@ class TrainConfig:
     # the low-learning-rate phase undo what only the synthetic images taught (pretrain, then fine-tune).
     synthetic_phase: Literal["all", "before_cut"] = field(default="all", metadata={
         "help": "all: synthetic rows train throughout; before_cut: only until the first learning-rate cut, "
-                "after which the run goes on with the real images alone (plateau, equal_steps); the baseline "
-                "has no synthetic rows and trains the same either way"})
+                "after which the run goes on with the real images alone and the model tested is chosen among "
+                "the checks after the cut (plateau, equal_steps); the baseline has no synthetic rows and "
+                "trains the same either way"})
 
     def __post_init__(self) -> None:
         if self.synthetic_phase == "before_cut":
@@ -163,6 +164,10 @@ class Plateau:
             self._since = 0
             return False, "cut"
         return False, "stop"
+
+    def restart(self) -> None:
+        """Forget the best so far: from here on only later checks can be chosen (patience counts anew)."""
+        self.best, self._since = float("-inf"), 0
 
 
 def _flip(x: torch.Tensor, gen: torch.Generator, turns: bool = False) -> torch.Tensor:
@@ -391,6 +396,9 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
                         synthetic_until, pool = steps_done, real_rows
                         loss_fn, sample_p = loss_for(pool), sampling_p(pool)
                         order = draw(step + 1)
+                        # the model tested is one fine-tuned on real images: without this the best check
+                        # came before the cut in 7 of 9 runs on 10% of PBC, and the phase changed little
+                        selector.restart()
                 elif action == "stop":
                     stopped = "plateau"
                     break
