@@ -200,6 +200,9 @@ def test_a_baseline_is_shared_by_evaluations_that_differ_only_in_what_synthetic_
     until = phased["arms"]["classical"]["runs"][0]["synthetic_until_step"]
     assert until is not None and f"real images alone from step {until}" in (tmp_path / "b" / "report.md").read_text()
     assert mixed["arms"]["classical"]["runs"][0]["synthetic_until_step"] is None
+    weighted = evaluate(demo / "demo.h5", arms, tmp_path / "c", split=demo / "split.json",
+                        config={**config, "synthetic_weight": 0.25}, device="cpu", n_boot=50, run_cache=cache)
+    assert weighted["reused_runs"] == ["baseline seed 0"] and "weighs 0.25" in weighted["protocol"]
 
 
 def test_versus_compares_two_augmented_arms_paired_by_seed(demo, tmp_path):

@@ -111,6 +111,39 @@ def test_synthetic_phase_before_cut_trains_on_the_real_rows_alone_after_the_firs
         assert "only until the first learning-rate cut" in cfg.protocol
 
 
+def _with_synthetic_labels(weight: float, labels: torch.Tensor, streamed: bool = False, **settings) -> dict:
+    """A short run on 96 real images and 48 synthetic ones (the real images' first half) with ``labels``."""
+    x, y, val = _tiny_task()
+    train_x, train_y = torch.cat([x, x[:48]]), torch.cat([y, labels])
+    if streamed:
+        train_x = _Lazy(train_x)
+    cfg = TrainConfig(**FAST, epochs=1, synthetic_weight=weight, **settings)
+    return train_run(train_x, train_y, val, val, 3, cfg, seed=0, device="cpu", real_rows=96)
+
+
+@pytest.mark.parametrize("settings, streamed", [({}, False), ({"class_weights": True}, False), ({}, True)])
+def test_synthetic_rows_of_weight_zero_teach_nothing_and_of_some_weight_do(monkeypatch, settings, streamed):
+    monkeypatch.setenv("AUGKIT_LOADER_WORKERS", "0")
+    right, wrong = torch.arange(48) % 3, (torch.arange(48) + 1) % 3  # the same images, labelled two ways
+    runs = {(w, name): _with_synthetic_labels(w, labels, streamed, **settings)
+            for w in (0.0, 0.5) for name, labels in (("right", right), ("wrong", wrong))}
+    # at weight 0 the synthetic rows' labels cannot matter: same batches, same images, same loss
+    assert runs[0.0, "right"]["history"] == runs[0.0, "wrong"]["history"]
+    assert runs[0.0, "right"]["y_pred"] == runs[0.0, "wrong"]["y_pred"]
+    assert [h["loss"] for h in runs[0.5, "right"]["history"]] != [h["loss"] for h in runs[0.5, "wrong"]["history"]]
+
+
+def test_a_weight_near_one_trains_as_the_plain_loss_does_and_the_protocol_names_the_weight():
+    wrong = (torch.arange(48) + 1) % 3
+    # weight 1 takes PyTorch's loss; a weight a hair below it takes the row-weighted one, class weights included
+    plain, weighted = (_with_synthetic_labels(w, wrong, class_weights=True) for w in (1.0, 1 - 1e-6))
+    assert np.allclose([h["loss"] for h in plain["history"]], [h["loss"] for h in weighted["history"]], rtol=1e-2)
+    assert "weighs 0.3 of a real one" in TrainConfig(synthetic_weight=0.3).protocol
+    assert "weighs" not in TrainConfig().protocol
+    with pytest.raises(ParamError, match="synthetic_weight"):
+        parse_params(TrainConfig, {"synthetic_weight": 1.5}, where="evaluate")
+
+
 @pytest.mark.parametrize("settings, why", [({"schedule": "onecycle"}, "has none"), ({"lr_drops": 0}, "has none"),
                                            ({"equal_steps": False}, "needs equal_steps")])
 def test_synthetic_phase_before_cut_is_refused_where_it_could_not_happen_as_planned(settings, why):

@@ -52,6 +52,8 @@ from augkit.cli.common import DEVICE, SYNC_BN, out
 @click.option("--synthetic-phase", type=click.Choice(["all", "before_cut"]), default="all", show_default=True,
               help="before_cut: synthetic images train only until the first learning-rate cut, and the run ends on "
                    "the real images alone (pretrain on the mixture, fine-tune on real).")
+@click.option("--synthetic-weight", default=1.0, show_default=True, type=click.FloatRange(0, 1),
+              help="What one synthetic image weighs in the loss, a real one weighing 1.")
 @click.option("--pretrained", default=None, help="Local checkpoint file to start from (no hub downloads).")
 @DEVICE
 @click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(min=100),
@@ -63,7 +65,7 @@ from augkit.cli.common import DEVICE, SYNC_BN, out
                    "as it was.")
 def evaluate_cmd(data_path, arms, versus, out_dir, split_path, split_seed, test_path, seeds, model, epochs, schedule,
                  patience, patience_steps, batch_size, lr, input_aug, tta, balanced_sampling, class_weights,
-                 equal_steps, synthetic_phase, pretrained, device, bootstrap, sync_bn, reuse):
+                 equal_steps, synthetic_phase, synthetic_weight, pretrained, device, bootstrap, sync_bn, reuse):
     """Train a classifier per arm and seed; report per-class deltas against the baseline with 95% CIs."""
     from augkit.cache import CLASSIFIER_RUNS, cache_root
     from augkit.evaluate import evaluate
@@ -72,7 +74,8 @@ def evaluate_cmd(data_path, arms, versus, out_dir, split_path, split_seed, test_
               "patience_steps": patience_steps, "batch_size": batch_size,
               "lr": lr, "input_aug": input_aug, "tta": tta,
               "balanced_sampling": balanced_sampling, "class_weights": class_weights, "pretrained": pretrained,
-              "equal_steps": equal_steps, "synthetic_phase": synthetic_phase}
+              "equal_steps": equal_steps, "synthetic_phase": synthetic_phase,
+              "synthetic_weight": synthetic_weight}
     device = distributed.setup(device, sync_batchnorm=sync_bn)
     run_cache = cache_root() / CLASSIFIER_RUNS if reuse else None
     summary = evaluate(data_path, list(arms), out_dir, split=split_path, split_seed=split_seed, test=test_path,

@@ -94,6 +94,12 @@ class TrainConfig:
                 "after which the run goes on with the real images alone and the model tested is chosen among "
                 "the checks after the cut (plateau, equal_steps); the baseline has no synthetic rows and "
                 "trains the same either way"})
+    # Images a classifier can tell from real ones may still teach shapes and classes, but at full weight
+    # their artefacts count as much as a real cell; a smaller weight keeps their variety and lets real
+    # images dominate the gradient (an arm without synthetic rows trains the same at any weight).
+    synthetic_weight: float = field(default=1.0, metadata={
+        "min": 0, "max": 1, "help": "what one synthetic image weighs in the loss, a real one weighing 1 (and in "
+                                    "class_weights' counts); 0: synthetic rows fill batches but teach nothing"})
 
     def __post_init__(self) -> None:
         if self.synthetic_phase == "before_cut":
@@ -129,7 +135,9 @@ class TrainConfig:
         scoring = f"; test predictions averaged over {views} views" if views > 1 else ""
         phase = ("; synthetic images only until the first learning-rate cut, real images alone after it"
                  if self.synthetic_phase == "before_cut" else "")
-        return f"{steps}{phase}; {length}{scoring}"
+        weight = (f"; a synthetic image weighs {self.synthetic_weight:g} of a real one in the loss"
+                  if self.synthetic_weight != 1 else "")
+        return f"{steps}{phase}{weight}; {length}{scoring}"
 
     def patience_checks(self, steps_per_epoch: int) -> int:
         """Patience in validation checks for a run of ``steps_per_epoch``: ``patience``, or more where that
@@ -269,12 +277,30 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
     real_rows = len(labels) if real_rows is None else real_rows
     pool = len(labels)  # epochs draw from the first `pool` rows: all, until the synthetic ones are dropped
 
-    def loss_for(pool: int) -> nn.Module:
-        if not cfg.class_weights:
-            return nn.CrossEntropyLoss()
-        counts = np.bincount(labels[:pool], minlength=num_classes).astype(np.float64)
-        weight = counts.sum() / (num_classes * np.maximum(counts, 1))
-        return nn.CrossEntropyLoss(weight=torch.tensor(weight, dtype=torch.float32, device=dev))
+    row_weight = np.where(np.arange(len(labels)) < real_rows, 1.0, cfg.synthetic_weight)
+    weighted_rows = cfg.synthetic_weight != 1 and real_rows < len(labels)
+
+    def loss_for(pool: int):
+        """The loss of a batch (logits, labels, row positions): cross-entropy, weighted by class and row,
+        normalised by the batch's total weight (PyTorch's weighted mean)."""
+        class_w = None
+        if cfg.class_weights:
+            counts = np.bincount(labels[:pool], weights=row_weight[:pool], minlength=num_classes)
+            class_w = torch.tensor(counts.sum() / (num_classes * np.maximum(counts, 1e-12)), dtype=torch.float32,
+                                   device=dev)
+        if not weighted_rows:
+            plain = nn.CrossEntropyLoss(weight=class_w)
+            return lambda logits, y, rows: plain(logits, y)
+        synthetic_w = torch.tensor(cfg.synthetic_weight, dtype=torch.float32, device=dev)
+
+        def weighted(logits, y, rows):
+            w = torch.where(rows.to(dev) < real_rows, torch.ones_like(synthetic_w), synthetic_w)
+            if class_w is not None:
+                w = w * class_w[y]
+            per_row = nn.functional.cross_entropy(logits, y, reduction="none")
+            # a batch of zero-weight rows teaches nothing (0, not 0/0)
+            return (w * per_row).sum() / w.sum().clamp_min(1e-12)
+        return weighted
 
     def sampling_p(pool: int) -> np.ndarray | None:
         if not cfg.balanced_sampling:
@@ -341,17 +367,18 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
             total_loss, loss_steps = torch.zeros((), device=dev), 0
             span_start = time.perf_counter()
             for step in range(steps_per_epoch):
+                idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
                 if streamed:
                     images, y = next(batches)
+                    idx = torch.from_numpy(idx)
                 else:
-                    idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
                     images, y = train_x[idx], train_y[idx]
                 x = to_input(images, dev)
                 if cfg.input_aug != "none":
                     x = _flip(x, gen, turns=cfg.input_aug == "dihedral")
                 y = y.to(dev, non_blocking=True)
                 with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
-                    loss = loss_fn(net(x), y)
+                    loss = loss_fn(net(x), y, idx)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
