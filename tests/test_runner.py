@@ -108,6 +108,7 @@ def test_a_run_folder_holds_every_stage_and_a_self_contained_report(tmp_path):
     # the verdict opens the report; with one seed and a 1-epoch cap no arm can be called a gain
     assert md.index("## Verdict") < md.index("## Stages") < md.index("## Provenance")
     assert "One training seed: the intervals do not cover training noise" in md
+    assert "do not cover the variation between generator runs" in md
     assert "Convergence flag" in md and " better** than the baseline" not in md
     assert "equal optimiser steps per epoch" in md
 

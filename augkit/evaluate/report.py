@@ -126,6 +126,10 @@ def verdict_markdown(summary: dict, level: int = 2) -> list[str]:
     if summary["deltas"]:
         method = next(iter(summary["deltas"].values()))["method"]
         lines += [f"Intervals: 95%, {method}."]
+        # every seed of an arm trains on the same synthetic images: how much another generator run or
+        # another draw from it would move the arm is not in the interval (measured: docs/results.md)
+        lines += ["Each arm's synthetic images are one draw, shared by its seeds: the intervals do not cover "
+                  "the variation between generator runs or draws."]
         if len(summary["seeds"]) < 2:
             lines += ["**One training seed: the intervals do not cover training noise** (seed-to-seed variation); "
                       "a verdict needs `seeds` >= 2 (3 or more recommended)."]
