@@ -137,7 +137,7 @@ def evaluate(
     key = cache_key(settings)
     # settings that only say what to do with synthetic rows leave an arm without them as it was: its
     # runs keep their key, and a baseline is shared by evaluations that differ only there
-    real_only = {**settings, "config": {**settings["config"], "synthetic_phase": "all", "synthetic_weight": 1.0}}
+    real_only = {**settings, "config": dataclasses.asdict(cfg.for_real_rows_only())}
     real_only_key = cache_key(real_only)
 
     h, w = base.image_size

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 import numpy as np
@@ -89,7 +89,9 @@ class TrainConfig:
     # Synthetic images that differ from real ones in ways a classifier can learn (a small one tells every
     # GAN's images from PBC's) may still teach it shapes and classes; ending on real images alone lets
     # the low-learning-rate phase undo what only the synthetic images taught (pretrain, then fine-tune).
+    # "synthetic_only": a setting that leaves an arm without synthetic rows as it is (for_real_rows_only)
     synthetic_phase: Literal["all", "before_cut"] = field(default="all", metadata={
+        "synthetic_only": True,
         "help": "all: synthetic rows train throughout; before_cut: only until the first learning-rate cut, "
                 "after which the run goes on with the real images alone and the model tested is chosen among "
                 "the checks after the cut (plateau, equal_steps); the baseline has no synthetic rows and "
@@ -98,8 +100,9 @@ class TrainConfig:
     # their artefacts count as much as a real cell; a smaller weight keeps their variety and lets real
     # images dominate the gradient (an arm without synthetic rows trains the same at any weight).
     synthetic_weight: float = field(default=1.0, metadata={
-        "min": 0, "max": 1, "help": "what one synthetic image weighs in the loss, a real one weighing 1 (and in "
-                                    "class_weights' counts); 0: synthetic rows fill batches but teach nothing"})
+        "synthetic_only": True, "min": 0, "max": 1,
+        "help": "what one synthetic image weighs in the loss, a real one weighing 1 (and in class_weights' counts); "
+                "0: synthetic rows fill batches but teach nothing"})
 
     def __post_init__(self) -> None:
         if self.synthetic_phase == "before_cut":
@@ -110,6 +113,11 @@ class TrainConfig:
             if not self.equal_steps:
                 raise ValueError("parameter 'synthetic_phase': 'before_cut' needs equal_steps (with plain epochs "
                                  "an epoch would shrink at the cut, and the arms' steps would no longer compare)")
+
+    def for_real_rows_only(self) -> "TrainConfig":
+        """This config with the settings that only concern synthetic rows at their defaults: how an arm
+        without synthetic rows trains (and is keyed), so one baseline serves evaluations that differ there."""
+        return replace(self, **{f.name: f.default for f in fields(self) if f.metadata.get("synthetic_only")})
 
     @classmethod
     def probe(cls, model: str, epochs: int, batch_size: int, lr: float) -> "TrainConfig":
@@ -279,6 +287,7 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
 
     row_weight = np.where(np.arange(len(labels)) < real_rows, 1.0, cfg.synthetic_weight)
     weighted_rows = cfg.synthetic_weight != 1 and real_rows < len(labels)
+    row_weight_on_device = torch.tensor(row_weight, dtype=torch.float32, device=dev) if weighted_rows else None
 
     def loss_for(pool: int):
         """The loss of a batch (logits, labels, row positions): cross-entropy, weighted by class and row,
@@ -291,10 +300,9 @@ def train_run(train_x, train_y: torch.Tensor, val: tuple, test: tuple, num_class
         if not weighted_rows:
             plain = nn.CrossEntropyLoss(weight=class_w)
             return lambda logits, y, rows: plain(logits, y)
-        synthetic_w = torch.tensor(cfg.synthetic_weight, dtype=torch.float32, device=dev)
 
         def weighted(logits, y, rows):
-            w = torch.where(rows.to(dev) < real_rows, torch.ones_like(synthetic_w), synthetic_w)
+            w = row_weight_on_device[rows.to(dev)]
             if class_w is not None:
                 w = w * class_w[y]
             per_row = nn.functional.cross_entropy(logits, y, reduction="none")
