@@ -187,8 +187,10 @@ def test_sigterm_during_import_leaves_no_output(tmp_path):
     proc = subprocess.Popen([str(exe), "--quiet", "data", "import", "demo", str(target), "--size", "64",
                              "--n", "200000"], stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while not list(tmp_path.glob(".big.h5.*.partial")) and time.time() < deadline:
+    while not list(tmp_path.glob(".big.h5*partial")) and time.time() < deadline:
         time.sleep(0.1)
+    # the signal must land while the import is writing, or this test would prove nothing
+    assert list(tmp_path.glob(".big.h5*partial")), "the import never started writing"
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
