@@ -173,6 +173,8 @@ CASES = [
     ("evaluate-single-class", "evaluate --data {r}/single.h5 --arm baseline --out {o}/e --model test_resnet",
      "one class", ["e"]),
     ("evaluate-arm-syntax", "evaluate --data {r}/d.h5 --arm =x.h5 --out {o}/e", "arm", ["e"]),
+    ("evaluate-arm-per-seed", "evaluate --data {r}/d.h5 --arm x={r}/shard.h5|{r}/shard.h5 --out {o}/e --seeds 3",
+     "one per seed", ["e"]),
     ("evaluate-hub-weights", "evaluate --data {r}/d.h5 --arm baseline --out {o}/e --model test_resnet "
      "--pretrained imagenet", "cannot be downloaded", ["e"]),
     # -- quality -------------------------------------------------------------------------------------------

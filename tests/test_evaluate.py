@@ -205,6 +205,53 @@ def test_a_baseline_is_shared_by_evaluations_that_differ_only_in_what_synthetic_
     assert weighted["reused_runs"] == ["baseline seed 0"] and "weighs 0.25" in weighted["protocol"]
 
 
+def test_an_arm_with_a_shard_per_seed_trains_each_seed_on_its_own(demo, tmp_path):
+    """``a.h5|b.h5``: seed 0 trains on a, seed 1 on b, exactly as an arm of that one shard would, so the
+    seed-to-seed spread holds the variation between generator runs; such runs share the cache."""
+    base = H5Dataset(demo / "demo.h5")
+    other = tmp_path / "other.h5"
+    augment_to_file(get_augmenter("classical"), stratified_split(base, seed=0).apply(base, "train"), other, 0.25,
+                    Context(seed=1, device="cpu"))
+    shard = demo / "shard.h5"
+    config = {**FAST, "epochs": 1}
+    kw = dict(split=demo / "split.json", config=config, device="cpu", n_boot=50)
+    cache = tmp_path / "cache"
+    one = evaluate(demo / "demo.h5", ["baseline", f"g={shard}"], tmp_path / "one", seeds=[0], run_cache=cache, **kw)
+    two = evaluate(demo / "demo.h5", ["baseline", f"g={other}"], tmp_path / "two", seeds=[1], run_cache=cache, **kw)
+    alone = {0: one["arms"]["g"]["runs"][0], 1: two["arms"]["g"]["runs"][0]}
+    assert alone[0]["synthetic_rows"] != alone[1]["synthetic_rows"]
+    each = evaluate(demo / "demo.h5", ["baseline", f"g={shard}|{other}"], tmp_path / "each", seeds=2, **kw)
+    for seed, run in enumerate(each["arms"]["g"]["runs"]):
+        assert run["seed"] == seed and run["train_counts"] == alone[seed]["train_counts"]
+        assert run["history"] == alone[seed]["history"] and run["metrics"] == alone[seed]["metrics"]
+    assert each["arms"]["g"]["shards_per_seed"] == [[str(shard)], [str(other)]]
+    report = (tmp_path / "each" / "report.md").read_text()
+    assert "Arm `g`: each seed trains on its own synthetic images" in report and "one draw, shared" not in report
+    # the same runs, found in the cache: nothing trains
+    cached = evaluate(demo / "demo.h5", ["baseline", f"g={shard}|{other}"], tmp_path / "cached", seeds=2,
+                      run_cache=cache, **kw)
+    assert sorted(cached["reused_runs"]) == ["baseline seed 0", "baseline seed 1", "g seed 0", "g seed 1"]
+    # a shard shared by every seed joins the per-seed one; an arm without per-seed shards keeps the old line
+    mixed = evaluate(demo / "demo.h5", ["baseline", f"g={shard}|{other}", f"c={shard}", f"c+g={shard},{shard}|{other}"],
+                     tmp_path / "mixed", seeds=2, run_cache=cache, **kw)
+    assert [r["synthetic_rows"] for r in mixed["arms"]["c+g"]["runs"]] == [
+        2 * alone[0]["synthetic_rows"], alone[0]["synthetic_rows"] + alone[1]["synthetic_rows"]]
+    report = (tmp_path / "mixed" / "report.md").read_text()
+    assert "Arms `g`, `c+g`: each seed trains on its own" in report and "Arm `c`: synthetic images are one draw" in report
+
+
+@pytest.mark.parametrize("arm, seeds, message", [
+    ("g={shard}|{shard}", 3, "2 shards separated by '\\|', one per seed, but 3 seed"),
+    ("g={shard}|", 2, "an empty shard name"),
+    ("g={shard}|{shard},{shard}|{shard}|{shard}", 2, "name 2 and 3 shards"),
+])
+def test_per_seed_shards_that_do_not_match_the_seeds_are_refused(demo, tmp_path, arm, seeds, message):
+    with pytest.raises(UserError, match=message):
+        evaluate(demo / "demo.h5", ["baseline", arm.format(shard=demo / "shard.h5")], tmp_path / "o", seeds=seeds,
+                 split=demo / "split.json", config=FAST, device="cpu")
+    assert not (tmp_path / "o").exists()
+
+
 def test_versus_compares_two_augmented_arms_paired_by_seed(demo, tmp_path):
     """classical+more vs classical: the Δ is the reference's runs subtracted seed by seed, read and
     reported as the baseline comparisons are."""

@@ -15,7 +15,9 @@ from augkit.cli.common import DEVICE, SYNC_BN, out
 @click.command("evaluate")
 @click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="Real dataset (.h5).")
 @click.option("--arm", "arms", multiple=True, required=True,
-              help="'baseline' or NAME=SHARD.h5[,SHARD2.h5] (repeatable); the baseline is always included.")
+              help="'baseline' or NAME=SHARD.h5[,SHARD2.h5] (repeatable); the baseline is always included. "
+                   "A part 'G0.h5|G1.h5|G2.h5' gives each seed its own shard (separate generator runs), so the "
+                   "intervals cover the variation between them (quote it in a shell).")
 @click.option("--versus", "versus", multiple=True, metavar="ARM=REFERENCE",
               help="Also compare ARM with another arm, e.g. classical+cgan=classical: what a generator adds to "
                    "classical augmentation (repeatable).")

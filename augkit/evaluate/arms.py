@@ -24,30 +24,60 @@ _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 @dataclass(frozen=True)
 class Arm:
-    """An arm's name and the shard files whose synthetic rows it adds (none for the baseline)."""
+    """An arm's name and the shard files whose synthetic rows it adds (none for the baseline).
+
+    ``shards`` serve every seed. ``per_seed`` (optional) holds one further set of shards per training
+    seed, the k-th for the k-th seed: separate generator runs (or draws) of the same recipe. A seed then
+    trains on its own synthetic images, so the seed-to-seed spread that the intervals resample holds the
+    variation between generator runs too, not only training noise."""
 
     name: str
     shards: tuple[Path, ...] = field(default_factory=tuple)
+    per_seed: tuple[tuple[Path, ...], ...] = field(default_factory=tuple)
 
     @classmethod
     def parse(cls, text: str) -> "Arm":
-        """``baseline`` or ``name=a.h5[,b.h5...]`` (as on the command line)."""
+        """``baseline`` or ``name=a.h5[,b.h5...]`` (as on the command line); a part ``g0.h5|g1.h5|g2.h5``
+        gives each seed its own shard, e.g. ``classical+cgan=classical.h5,g0.h5|g1.h5|g2.h5``."""
         text = text.strip()
         if text == BASELINE:
             return cls(BASELINE)
         if "=" not in text:
             raise UserError(f"--arm '{text}': expected 'baseline' or NAME=SHARD.h5[,SHARD2.h5]")
         name, files = text.split("=", 1)
-        shards = tuple(Path(p.strip()) for p in files.split(",") if p.strip())
-        return cls(name.strip(), shards)
+        shared: list[Path] = []
+        varying: list[list[Path]] = []
+        for part in (p.strip() for p in files.split(",")):
+            if not part:
+                continue
+            choices = [c.strip() for c in part.split("|")]
+            if any(not c for c in choices):
+                raise UserError(f"--arm '{text}': an empty shard name in '{part}' (one shard per seed: A.h5|B.h5|C.h5)")
+            if len(choices) == 1:
+                shared.append(Path(choices[0]))
+            else:
+                varying.append([Path(c) for c in choices])
+        if len({len(v) for v in varying}) > 1:
+            raise UserError(f"--arm '{text}': the per-seed parts name {' and '.join(str(len(v)) for v in varying)} "
+                            "shards; each needs one shard per seed")
+        per_seed = tuple(zip(*varying)) if varying else ()
+        return cls(name.strip(), tuple(shared), per_seed)
 
-    def check(self) -> None:
+    def shards_of(self, position: int) -> tuple[Path, ...]:
+        """The shards the seed at ``position`` (in the evaluation's seed list) trains on."""
+        return self.shards + (self.per_seed[position] if self.per_seed else ())
+
+    def check(self, seeds: int | None = None) -> None:
+        """Refuse a bad name or shard list; with ``seeds``, also per-seed sets that do not match it."""
         if not _NAME.match(self.name):
             raise UserError(f"arm '{self.name}': names may hold letters, digits and _ . + - only")
-        if self.name != BASELINE and not self.shards:
+        if self.name != BASELINE and not (self.shards or self.per_seed):
             raise UserError(f"arm '{self.name}': give at least one shard file (NAME=SHARD.h5)")
-        if self.name == BASELINE and self.shards:
+        if self.name == BASELINE and (self.shards or self.per_seed):
             raise UserError("arm 'baseline' is the real training split alone; give augmented arms another name")
+        if seeds is not None and self.per_seed and len(self.per_seed) != seeds:
+            raise UserError(f"arm '{self.name}': {len(self.per_seed)} shards separated by '|', one per seed, "
+                            f"but {seeds} seed(s) train")
 
 
 def versus_pairs(items, names: list[str], where: str = "--versus") -> list[tuple[str, str]]:
@@ -107,8 +137,9 @@ class SyntheticRows:
 
 
 def synthetic_rows(arm: Arm, base: H5Dataset, train_rows: np.ndarray, held_out_rows: np.ndarray,
-                   subset: bool = False) -> SyntheticRows:
-    """Open an arm's shards and check them: sizes, class names, non-empty, and no leaked parents.
+                   subset: bool = False, position: int = 0) -> SyntheticRows:
+    """Open the shards an arm's seed at ``position`` trains on and check them: sizes, class names,
+    non-empty, and no leaked parents.
 
     ``subset``: ``train_rows`` is a share of the training split (the data-efficiency curve); a shard whose
     augmenter was given more real images than that is refused, since its images would carry them in."""
@@ -116,7 +147,7 @@ def synthetic_rows(arm: Arm, base: H5Dataset, train_rows: np.ndarray, held_out_r
     views, labels = [], []
     train_set = set(train_rows.tolist())
     held_out = set(held_out_rows.tolist())
-    for path in arm.shards:
+    for path in arm.shards_of(position):
         shard = H5Dataset(path)
         what = f"arm '{arm.name}': {path}"
         if shard.image_size != base.image_size:

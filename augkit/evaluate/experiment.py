@@ -33,7 +33,7 @@ from augkit.params import parse_params
 #: what metrics.json keeps of each run (the per-run files in runs/ also hold the test predictions)
 RUN_FIELDS = ("seed", "best_epoch", "best_step", "epochs_trained", "stopped", "under_trained", "metrics", "history",
               "train_seconds", "train_images_per_s", "train_counts", "optimizer_steps", "steps_per_epoch",
-              "synthetic_until_step")
+              "synthetic_until_step", "synthetic_rows")
 
 
 def _real_only(ds, what: str):
@@ -80,12 +80,12 @@ def evaluate(
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
         raise UserError(f"evaluate: arm names must be unique, got {names}")
-    for a in arms:
-        a.check()
-    pairs = versus_pairs(versus, names)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
         raise UserError("evaluate: seeds must be at least 1")
+    for a in arms:
+        a.check(len(seed_list))
+    pairs = versus_pairs(versus, names)
     device = distributed.setup(device)  # under torchrun: this rank's device, in the process group
     out_dir = Path(out_dir)
 
@@ -119,8 +119,13 @@ def evaluate(
     if len(test_ds) == 0:
         raise DataError("the test set is empty")
 
-    synthetic = {a.name: synthetic_rows(a, base, the_split.train, held_out, subset=the_split.is_train_subset)
-                 for a in arms}
+    # an arm's synthetic rows for each seed position: one set for all seeds, or one per seed
+    synthetic: dict[str, list] = {}
+    for a in arms:
+        positions = range(len(seed_list)) if a.per_seed else [0]
+        rows = [synthetic_rows(a, base, the_split.train, held_out, subset=the_split.is_train_subset, position=k)
+                for k in positions]
+        synthetic[a.name] = rows if a.per_seed else rows * len(seed_list)
 
     def prepare_folder() -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -141,7 +146,7 @@ def evaluate(
     real_only_key = cache_key(real_only)
 
     h, w = base.image_size
-    largest_arm = max(synthetic[a.name].count for a in arms) * h * w * 3
+    largest_arm = max(rows.count for a in arms for rows in synthetic[a.name]) * h * w * 3
     in_memory = fits_in_memory(image_bytes([train_real, val, test_ds]) + largest_arm)
     real_y = torch.from_numpy(train_real.labels)
     real_data: dict[str, object] = {}
@@ -172,10 +177,11 @@ def evaluate(
     reused: list[str] = []
     cache = Path(run_cache) if run_cache is not None else None
     for arm in arms:
-        shard_prints = sorted(view.info.fingerprint for view in synthetic[arm.name].views)
-        arm_key = key if synthetic[arm.name].count else real_only_key
-        x = y = None  # read when a seed of this arm has to train
-        for seed in seed_list:
+        x = y = x_rows = None  # read when a seed of this arm has to train
+        for position, seed in enumerate(seed_list):
+            rows = synthetic[arm.name][position]
+            shard_prints = sorted(view.info.fingerprint for view in rows.views)
+            arm_key = key if rows.count else real_only_key
             path = out_dir / "runs" / f"{arm.name}-seed{seed}.json"
             run_key = cache_key([arm_key, shard_prints, seed])
             cached = cache / f"{run_key}.json" if cache is not None else None
@@ -198,14 +204,15 @@ def evaluate(
                 if found[1]:
                     reused.append(f"{arm.name} seed {seed}")
                 continue
-            if x is None:
-                x, y = arm_data(synthetic[arm.name])
+            if x_rows is not rows:  # the seeds of an arm with per-seed shards each read their own
+                x, y = arm_data(rows)
+                x_rows = rows
             _, val_t, test_t = real_arrays()
             run = train_run(x, y, val_t, test_t, num_classes, cfg, seed, device, label=arm.name,
                             epoch_size=len(real_y) if cfg.equal_steps else None, real_rows=len(real_y))
             run.update({"arm": arm.name, "settings_key": arm_key,
                         "train_counts": np.bincount(y.numpy(), minlength=num_classes).tolist(),
-                        "synthetic_rows": synthetic[arm.name].count})
+                        "synthetic_rows": rows.count})
 
             def save(run=run, path=path, cached=cached) -> None:
                 atomic.write_json(path, run)
@@ -235,7 +242,9 @@ def evaluate(
         "split": {"method": the_split.method, "seed": the_split.seed, "fractions": the_split.fractions,
                   "sizes": {"train": len(train_real), "val": len(val), "test": len(test_ds)}},
         "test_source": str(test) if test else "split",
-        "arms": {a.name: {"shards": [str(p) for p in a.shards], "synthetic_rows": synthetic[a.name].count,
+        "arms": {a.name: {"shards": [str(p) for p in a.shards],
+                          **({"shards_per_seed": [[str(p) for p in s] for s in a.per_seed]} if a.per_seed else {}),
+                          "synthetic_rows": int(round(np.mean([rows.count for rows in synthetic[a.name]]))),
                           "weighted_f1_ci": arm_interval(results[a.name], num_classes, n_boot=n_boot),
                           "runs": [{k: r.get(k) for k in RUN_FIELDS} for r in results[a.name]]} for a in arms},
         "deltas": comparison,

@@ -115,6 +115,10 @@ def _class_changes(summary: dict, arm: str, reference: str = BASELINE) -> list[s
             for k, e in enumerate(entries) if e.get("significant")]
 
 
+def _names(arms: list[str]) -> str:
+    return ("Arm " if len(arms) == 1 else "Arms ") + ", ".join(f"`{n}`" for n in arms)
+
+
 def verdict_markdown(summary: dict, level: int = 2) -> list[str]:
     """The headline: arms, Δ weighted F1 with CI, corrected per-class verdicts, convergence, protocol."""
     h = "#" * level
@@ -126,10 +130,18 @@ def verdict_markdown(summary: dict, level: int = 2) -> list[str]:
     if summary["deltas"]:
         method = next(iter(summary["deltas"].values()))["method"]
         lines += [f"Intervals: 95%, {method}."]
-        # every seed of an arm trains on the same synthetic images: how much another generator run or
-        # another draw from it would move the arm is not in the interval (measured: docs/results.md)
-        lines += ["Each arm's synthetic images are one draw, shared by its seeds: the intervals do not cover "
-                  "the variation between generator runs or draws."]
+        # an arm whose seeds share one set of synthetic images says nothing of how much another generator
+        # run or draw would move it (measured: docs/results.md); one whose seeds each have their own does
+        augmented = [n for n in arms if n != BASELINE]
+        own = [n for n in augmented if arms[n].get("shards_per_seed")]
+        shared = [n for n in augmented if n not in own]
+        if own:
+            lines += [f"{_names(own)}: each seed trains on its own synthetic images (one shard set per seed, e.g. "
+                      "separate generator runs): the intervals cover the variation between those sets together "
+                      "with training noise."]
+        if shared:
+            lines += [("Each arm's" if not own else f"{_names(shared)}:") + " synthetic images are one draw, shared "
+                      "by its seeds: the intervals do not cover the variation between generator runs or draws."]
         if len(summary["seeds"]) < 2:
             lines += ["**One training seed: the intervals do not cover training noise** (seed-to-seed variation); "
                       "a verdict needs `seeds` >= 2 (3 or more recommended)."]
