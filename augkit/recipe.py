@@ -73,6 +73,9 @@ class StepSpec:
     refs: dict = field(default_factory=dict)
     #: the class-consistency filter applied to this step's images (None: keep all)
     filter: FilterSpec | None = None
+    #: how many times the step trains and draws, with seeds seed, seed + 1, ...: evaluation seed k
+    #: trains on run k's images, so the verdict's intervals cover the variation between generator runs
+    runs: int = 1
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -117,6 +120,17 @@ class Recipe:
             pending.remove(ready)
         return [self.step(i) for i in done]
 
+    def run_order(self) -> list[StepSpec]:
+        """:meth:`order` with a step of several runs as one step per run (id ``<id>-run<k>``, seed + k);
+        run k of a step is built on run k of a base that has several runs too, else on its one run."""
+        runs = []
+        for step in self.order():
+            for k, run_id in enumerate(run_ids(step.id, step.runs)):
+                refs = {key: run_ids(target, self.step(target).runs)[k if self.step(target).runs > 1 else 0]
+                        for key, target in step.refs.items()}
+                runs.append(dataclasses.replace(step, id=run_id, seed=step.seed + k, refs=refs, runs=1))
+        return runs
+
     def arm_steps(self, arm: str) -> list[str]:
         return [] if arm == BASELINE else arm.split("+")
 
@@ -142,7 +156,9 @@ class Recipe:
             check = (f"; when it trains, a collapse check ({COLLAPSE_CHECK_IMAGES} generated and real images "
                      f"per class, MS-SSIM)"
                      if runs_collapse_check(registry.get(step.name).cls, self.data.image_size) else "")
-            lines.append(f"  step {step.id}: {step.name}, {what}{needs}{check}")
+            runs = (f"; {step.runs} runs (seeds {step.seed}-{step.seed + step.runs - 1}, steps/{step.id}-run<k>), "
+                    "evaluation seed k training on run k's images" if step.runs > 1 else "")
+            lines.append(f"  step {step.id}: {step.name}, {what}{needs}{check}{runs}")
         if self.quality:
             q = self.quality
             lines.append(f"  quality: {', '.join(q.checks)} of each step's images; features of {q.features} "
@@ -331,6 +347,12 @@ def _describe_accepted(accepted: tuple[str, ...] | type, registry) -> str:
     return " or ".join(repr(a) for a in accepted)
 
 
+def run_ids(step_id: str, runs: int) -> list[str]:
+    """The ids a step's runs go by (their folders, shards and stages): its own for one run,
+    ``<id>-run<k>`` for several."""
+    return [step_id] if runs == 1 else [f"{step_id}-run{k}" for k in range(runs)]
+
+
 def _parse_steps(raw: Any, w: _Where, data_seed: int) -> tuple[StepSpec, ...]:
     from augkit.registry import get_registry
 
@@ -343,7 +365,7 @@ def _parse_steps(raw: Any, w: _Where, data_seed: int) -> tuple[StepSpec, ...]:
     for i, entry in enumerate(raw):
         label = f"augment #{i + 1}"
         entry = dict(_table(entry, f"{w.path}: [[augment]] #{i + 1}", "each [[augment]]"))
-        known = ("id", "name", "amount", "params", "seed", "filter")
+        known = ("id", "name", "amount", "params", "seed", "filter", "runs")
         for key in entry:
             if key not in known:
                 raise ParamError(f"{w(label, key)}: unknown key '{key}'{did_you_mean(key, known)} "
@@ -367,6 +389,9 @@ def _parse_steps(raw: Any, w: _Where, data_seed: int) -> tuple[StepSpec, ...]:
         seed = entry.get("seed", data_seed)
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ParamError(f"{w(label, 'seed')}: seed must be an integer >= 0, got {seed!r}")
+        runs = entry.get("runs", 1)
+        if not isinstance(runs, int) or isinstance(runs, bool) or runs < 1:
+            raise ParamError(f"{w(label, 'runs')}: runs must be an integer >= 1, got {runs!r}")
         amount = None
         if "amount" in entry:
             try:
@@ -384,8 +409,13 @@ def _parse_steps(raw: Any, w: _Where, data_seed: int) -> tuple[StepSpec, ...]:
             raw_filter = {} if entry["filter"] is True else _table(entry["filter"], w(label, "filter"), "filter")
             spec = _checked(FilterSpec, raw_filter, w, label, "filter.")
             _check_model(spec.model, w, label, "model")
-        steps.append(StepSpec(step_id, name, params, amount, seed, filter=spec))
+        steps.append(StepSpec(step_id, name, params, amount, seed, filter=spec, runs=runs))
     ids = [s.id for s in steps]
+    for s in steps:
+        clash = next((r for r in run_ids(s.id, s.runs) if r != s.id and r in ids), None)
+        if clash:
+            raise ParamError(f"{w(f'augment {s.id}', 'runs')}: its runs are called {s.id}-run<k>, and another step "
+                             f"is called '{clash}'; rename that step")
     for i, s in enumerate(steps):  # parameters naming a saved augmenter: a step of this recipe, or a folder
         refs = {}
         for key in _ref_fields(registry.get(s.name).cls):
@@ -406,6 +436,10 @@ def _parse_steps(raw: Any, w: _Where, data_seed: int) -> tuple[StepSpec, ...]:
         accepted = _ref_fields(registry.get(s.name).cls)
         for key, target in s.refs.items():
             kind = next(t.name for t in steps if t.id == target)
+            target_runs = next(t.runs for t in steps if t.id == target)
+            if target_runs not in (1, s.runs):
+                raise ParamError(f"{w(f'augment {s.id}', 'runs')}: params.{key} = '{target}' has {target_runs} runs "
+                                 f"and this step {s.runs}; give both the same runs (run k on run k) or the base one")
             if not _accepts(accepted[key], kind, registry):
                 raise ParamError(f"{w(f'augment {s.id}', key)}: params.{key} = '{target}' is a '{kind}' step; "
                                  f"expected {_describe_accepted(accepted[key], registry)}")
@@ -484,6 +518,12 @@ def _parse_evaluate(raw: Any, w: _Where, steps: tuple[StepSpec, ...]) -> Evaluat
     for key, value, minimum in (("seeds", seeds, 1), ("bootstrap", bootstrap, 100)):
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise ParamError(f"{w('evaluate', key)}: {key} must be an integer >= {minimum}, got {value!r}")
+    for arm in arms:
+        for part in ([] if arm == BASELINE else arm.split("+")):
+            runs = next(s.runs for s in steps if s.id == part)
+            if runs > 1 and runs != seeds:
+                raise ParamError(f"{w(f'augment {part}', 'runs')}: runs = {runs}, one per evaluation seed (seed k "
+                                 f"trains on run k's images), but evaluate.seeds = {seeds}")
     config = _checked(TrainConfig, raw, w, "evaluate")
     _check_model(config.model, w, "evaluate", "model")
     if config.pretrained is not None and not Path(config.pretrained).exists():
@@ -592,9 +632,11 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = (), out: str
     resolved = {
         "schema": RECIPE_SCHEMA, "name": name, "description": meta.get("description", ""),
         "data": _plain(data),
+        # runs only when there are several: recipes written before the key keep their fingerprint
         "augment": [{"id": s.id, "name": s.name, "params": s.params, "seed": s.seed,
                      "amount": None if s.amount is None else s.amount.to_json(),
-                     "filter": None if s.filter is None else _plain(s.filter)} for s in steps],
+                     "filter": None if s.filter is None else _plain(s.filter),
+                     **({"runs": s.runs} if s.runs > 1 else {})} for s in steps],
         "evaluate": None if evaluate is None else {"arms": list(evaluate.arms), "seeds": evaluate.seeds,
                                                    "bootstrap": evaluate.bootstrap,
                                                    "train_fractions": list(evaluate.train_fractions),

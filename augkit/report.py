@@ -175,7 +175,11 @@ def run_markdown(out: Path, recipe, state: dict) -> str:
     total = sum(info["seconds"] for info in stages.values())
     lines += ["", f"Total wall time of the stages: {total:.0f} s (the stages of an interrupted run count once).", ""]
 
-    steps = r["augment"]
+    from augkit.recipe import run_ids
+
+    # a step of several runs is one row (and one grid, filter and diversity table) per run
+    steps = [{**s, "id": run_id, "seed": s["seed"] + k} for s in r["augment"]
+             for k, run_id in enumerate(run_ids(s["id"], s.get("runs", 1)))]
     if steps:
         lines += ["## Augment steps", "", "| step | augmenter | amount | seed | images per class |", "|---|---|---|---|---|"]
         for s in steps:

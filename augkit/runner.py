@@ -358,7 +358,7 @@ class Runner:
                      "process afterwards")
             return
         extractor = None
-        for step in self.recipe.order():
+        for step in self.recipe.run_order():
             if step.amount is None:
                 continue
 
@@ -401,11 +401,9 @@ class Runner:
 
     def _evaluate(self) -> dict:
         from augkit.evaluate import evaluate
-        from augkit.evaluate.arms import Arm
 
         spec = self.recipe.evaluate
-        arms = [Arm(name, tuple(self.here / "shards" / f"{s}.h5" for s in self.recipe.arm_steps(name)))
-                for name in spec.arms]
+        arms = [self._arm(name) for name in spec.arms]
         summary = evaluate(self.data_path, arms, self.here / "evaluate", split=self.split, test=self.recipe.data.test,
                            seeds=spec.seeds, config=spec.config, device=self.device, n_boot=spec.bootstrap,
                            run_cache=self.cache.root / CLASSIFIER_RUNS, versus=spec.versus, say=self.say)
@@ -415,6 +413,17 @@ class Runner:
         headline = {name: float(np.mean([r["metrics"]["weighted_f1"] for r in arm["runs"]]))
                     for name, arm in summary["arms"].items()}
         return {"weighted_f1": headline, "reused_runs": summary["reused_runs"]}
+
+    def _arm(self, name: str):
+        """An arm's shards: a step of one run serves every seed; one of several runs gives seed k run k's."""
+        from augkit.evaluate.arms import Arm
+        from augkit.recipe import run_ids
+
+        shared, per_run = [], []
+        for step_id in self.recipe.arm_steps(name):
+            paths = [self.here / "shards" / f"{r}.h5" for r in run_ids(step_id, self.recipe.step(step_id).runs)]
+            (shared if len(paths) == 1 else per_run).append(paths)
+        return Arm(name, tuple(p[0] for p in shared), tuple(zip(*per_run)) if per_run else ())
 
     def _curve(self) -> dict:
         """The data-efficiency curve over the training fractions: evaluate/curve.json, curve.png, curve.md."""
@@ -467,7 +476,7 @@ class Runner:
                 if fraction != 1.0:
                     self.say(f"training fraction {fraction:g}: {len(self.split.train)} of {len(full.train)} real "
                              "training images; every step and classifier of it learns from these only")
-                for step in self.recipe.order():
+                for step in self.recipe.run_order():
                     self._run_step(step)
                 if self.recipe.quality is not None and fraction == 1.0:
                     self._quality()

@@ -219,6 +219,8 @@ RECIPE_CASES = [
     ("recipe-quality-model", RECIPE + '\n[quality]\ncas_model = "resnet999"\n', [], "cas_model"),
     ("recipe-filter-model", RECIPE.replace("amount = 0.5", 'amount = 0.5\nfilter = {{ model = "resnet999" }}'), [],
      "resnet999"),
+    ("recipe-runs-not-seeds", RECIPE.replace("amount = 0.5", "amount = 0.5\nruns = 2"), [], "line 10"),
+    ("recipe-runs-0", RECIPE.replace("amount = 0.5", "amount = 0.5\nruns = 0"), [], "runs"),
     ("set-unknown-key", RECIPE, ["evaluate.epochz=2"], "--set evaluate.epochz=2"),
     ("set-bad-value", RECIPE, ["evaluate.epochs=[1,"], "--set evaluate.epochs=[1,"),
     ("set-no-equals", RECIPE, ["evaluate.epochs"], "--set"),

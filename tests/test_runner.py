@@ -228,6 +228,59 @@ def test_a_run_folder_is_not_overwritten_and_resume_needs_the_same_recipe(tmp_pa
         run(path, tmp_path / "empty", resume=True)
 
 
+RUNS = '[recipe]\nname = "runs"\n' + DATA_AND_GAN.replace('name = "vanilla"', 'name = "vanilla"\nruns = 2') + f"""
+[[augment]]
+name = "acgan"
+amount = 0.5
+runs = 2
+params = {{ base = "vanilla", steps = 2, {TINY_GAN} }}
+
+[evaluate]
+model = "test_resnet"
+arms = ["baseline", "acgan"]
+seeds = 2
+epochs = 1
+batch_size = 16
+bootstrap = 100
+"""
+
+
+def test_a_step_of_several_runs_gives_each_evaluation_seed_its_own_generator(tmp_path):
+    path = recipe_file(tmp_path, RUNS)
+    plan = load_recipe(path, out=tmp_path / "run").plan()
+    assert any(line.startswith("  step acgan:") and "2 runs (seeds 0-1" in line for line in plan)
+    out = tmp_path / "run"
+    run(path, out)
+    for k in (0, 1):
+        assert (out / "steps" / f"vanilla-run{k}" / "augmenter").is_dir() and (out / "shards" / f"acgan-run{k}.h5").is_file()
+    g0, g1 = weights(out, "vanilla-run0"), weights(out, "vanilla-run1")
+    assert any(not torch.equal(g0[k], g1[k]) for k in g0)  # seed 1 trained another generator
+    metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
+    assert metrics["arms"]["acgan"]["shards_per_seed"] == [[str(out / "shards" / "acgan-run0.h5")],
+                                                           [str(out / "shards" / "acgan-run1.h5")]]
+    assert "Arm `acgan`: each seed trains on its own synthetic images" in (out / "evaluate" / "report.md").read_text()
+    assert "| acgan-run1 | acgan |" in (out / "report.md").read_text()
+    # run 1 is the step made once with seed 1, built on vanilla's run 1: a one-run recipe so seeded reuses both
+    single = RUNS.replace("runs = 2\n", "seed = 1\n").replace("seeds = 2", "seeds = 1")
+    log = []
+    run_recipe(load_recipe(recipe_file(tmp_path, single), out=tmp_path / "single"), device="cpu", say=log.append)
+    assert sum("reusing the trained" in line for line in log) == 2, log
+    np.testing.assert_array_equal(H5Dataset(tmp_path / "single" / "shards" / "acgan.h5").read(np.arange(8)),
+                                  H5Dataset(out / "shards" / "acgan-run1.h5").read(np.arange(8)))
+
+
+def test_runs_of_a_base_and_of_the_step_built_on_it_must_match(tmp_path):
+    from augkit.errors import ParamError
+
+    text = RUNS.replace('name = "vanilla"\nruns = 2', 'name = "vanilla"\nruns = 3')
+    with pytest.raises(ParamError, match="params.base = 'vanilla' has 3 runs and this step 2"):
+        load_recipe(recipe_file(tmp_path, text))
+    # a base of one run serves every run of the step built on it
+    one_base = load_recipe(recipe_file(tmp_path, RUNS.replace('name = "vanilla"\nruns = 2', 'name = "vanilla"')))
+    assert [(s.id, s.seed, s.refs) for s in one_base.run_order()] == [
+        ("vanilla", 0, {}), ("acgan-run0", 0, {"base": "vanilla"}), ("acgan-run1", 1, {"base": "vanilla"})]
+
+
 def test_cli_run_checks_prints_the_plan_and_reports_mistakes_in_one_line(tmp_path):
     path = recipe_file(tmp_path)
     result = run_cli("run", str(path), "--check", "--set", "evaluate.epochs=2", cwd=tmp_path)
