@@ -156,8 +156,9 @@ class Recipe:
             check = (f"; when it trains, a collapse check ({COLLAPSE_CHECK_IMAGES} generated and real images "
                      f"per class, MS-SSIM)"
                      if runs_collapse_check(registry.get(step.name).cls, self.data.image_size) else "")
-            runs = (f"; {step.runs} runs (seeds {step.seed}-{step.seed + step.runs - 1}, steps/{step.id}-run<k>), "
-                    "evaluation seed k training on run k's images" if step.runs > 1 else "")
+            runs = (f"; {step.runs} runs (seeds {step.seed}-{step.seed + step.runs - 1}, steps/{step.id}-run<k>)"
+                    + (", evaluation seed k training on run k's images" if step.amount else "")
+                    if step.runs > 1 else "")
             lines.append(f"  step {step.id}: {step.name}, {what}{needs}{check}{runs}")
         if self.quality:
             q = self.quality
