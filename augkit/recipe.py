@@ -519,12 +519,10 @@ def _parse_evaluate(raw: Any, w: _Where, steps: tuple[StepSpec, ...]) -> Evaluat
     for key, value, minimum in (("seeds", seeds, 1), ("bootstrap", bootstrap, 100)):
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise ParamError(f"{w('evaluate', key)}: {key} must be an integer >= {minimum}, got {value!r}")
-    for arm in arms:
-        for part in ([] if arm == BASELINE else arm.split("+")):
-            runs = next(s.runs for s in steps if s.id == part)
-            if runs > 1 and runs != seeds:
-                raise ParamError(f"{w(f'augment {part}', 'runs')}: runs = {runs}, one per evaluation seed (seed k "
-                                 f"trains on run k's images), but evaluate.seeds = {seeds}")
+    for step in steps:  # every step that draws images several times draws one set per evaluation seed
+        if step.amount is not None and step.runs > 1 and step.runs != seeds:
+            raise ParamError(f"{w(f'augment {step.id}', 'runs')}: runs = {step.runs}, one per evaluation seed (seed "
+                             f"k trains on run k's images), but evaluate.seeds = {seeds}")
     config = _checked(TrainConfig, raw, w, "evaluate")
     _check_model(config.model, w, "evaluate", "model")
     if config.pretrained is not None and not Path(config.pretrained).exists():

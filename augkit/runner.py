@@ -419,11 +419,8 @@ class Runner:
         from augkit.evaluate.arms import Arm
         from augkit.recipe import run_ids
 
-        shared, per_run = [], []
-        for step_id in self.recipe.arm_steps(name):
-            paths = [self.here / "shards" / f"{r}.h5" for r in run_ids(step_id, self.recipe.step(step_id).runs)]
-            (shared if len(paths) == 1 else per_run).append(paths)
-        return Arm(name, tuple(p[0] for p in shared), tuple(zip(*per_run)) if per_run else ())
+        return Arm.from_parts(name, [[self.here / "shards" / f"{r}.h5" for r in run_ids(s, self.recipe.step(s).runs)]
+                                     for s in self.recipe.arm_steps(name)])
 
     def _curve(self) -> dict:
         """The data-efficiency curve over the training fractions: evaluate/curve.json, curve.png, curve.md."""

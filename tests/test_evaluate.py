@@ -227,6 +227,10 @@ def test_an_arm_with_a_shard_per_seed_trains_each_seed_on_its_own(demo, tmp_path
     assert each["arms"]["g"]["shards_per_seed"] == [[str(shard)], [str(other)]]
     report = (tmp_path / "each" / "report.md").read_text()
     assert "Arm `g`: each seed trains on its own synthetic images" in report and "one draw, shared" not in report
+    # the folder's finished runs serve only the same images: an arm renamed onto other shards trains again
+    moved = evaluate(demo / "demo.h5", ["baseline", f"g={shard}"], tmp_path / "each", seeds=2, **kw)
+    assert moved["arms"]["g"]["runs"][1]["train_counts"] == alone[0]["train_counts"]
+    assert moved["arms"]["g"]["runs"][0]["history"] == alone[0]["history"]
     # the same runs, found in the cache: nothing trains
     cached = evaluate(demo / "demo.h5", ["baseline", f"g={shard}|{other}"], tmp_path / "cached", seeds=2,
                       run_cache=cache, **kw)
@@ -238,6 +242,14 @@ def test_an_arm_with_a_shard_per_seed_trains_each_seed_on_its_own(demo, tmp_path
         2 * alone[0]["synthetic_rows"], alone[0]["synthetic_rows"] + alone[1]["synthetic_rows"]]
     report = (tmp_path / "mixed" / "report.md").read_text()
     assert "Arms `g`, `c+g`: each seed trains on its own" in report and "Arm `c`: synthetic images are one draw" in report
+    assert "In `c+g`, shard.h5 is shared by all seeds: one draw, not covered." in report
+    # a seed's shards keep the order written: shared part last is the arm written so, run for run
+    last = evaluate(demo / "demo.h5", ["baseline", f"g+c={shard}|{other},{shard}"], tmp_path / "last", seeds=2,
+                    run_cache=cache, **kw)
+    # seed 0 (shard, shard) is c+g's seed 0 exactly; seed 1 (other, shard) is c+g's (shard, other) reversed
+    assert last["reused_runs"] == ["baseline seed 0", "baseline seed 1", "g+c seed 0"]
+    written = evaluate(demo / "demo.h5", ["baseline", f"g+c={other},{shard}"], tmp_path / "written", seeds=[1], **kw)
+    assert written["arms"]["g+c"]["runs"][0]["history"] == last["arms"]["g+c"]["runs"][1]["history"]
 
 
 @pytest.mark.parametrize("arm, seeds, message", [

@@ -26,14 +26,33 @@ _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 class Arm:
     """An arm's name and the shard files whose synthetic rows it adds (none for the baseline).
 
-    ``shards`` serve every seed. ``per_seed`` (optional) holds one further set of shards per training
-    seed, the k-th for the k-th seed: separate generator runs (or draws) of the same recipe. A seed then
-    trains on its own synthetic images, so the seed-to-seed spread that the intervals resample holds the
-    variation between generator runs too, not only training noise."""
+    ``shards`` serve every seed. ``per_seed`` (optional) holds each training seed's whole list of shards
+    instead, the k-th for the k-th seed: separate generator runs (or draws) of the same recipe, beside
+    any shard all seeds share (then also in ``shards``). A seed then trains on its own synthetic images,
+    so the seed-to-seed spread that the intervals resample holds the variation between generator runs
+    too, not only training noise."""
 
     name: str
     shards: tuple[Path, ...] = field(default_factory=tuple)
     per_seed: tuple[tuple[Path, ...], ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shards", tuple(Path(p) for p in self.shards))
+        object.__setattr__(self, "per_seed", tuple(tuple(Path(p) for p in s) for s in self.per_seed))
+
+    @classmethod
+    def from_parts(cls, name: str, parts: list[list[Path]]) -> "Arm":
+        """An arm from its parts in the order given, each one shard for every seed or one per seed; a
+        seed's shards keep that order, so its run is the run of an arm written with those shards."""
+        varying = {len(p) for p in parts if len(p) > 1}
+        if len(varying) > 1:
+            raise UserError(f"arm '{name}': the per-seed parts name {' and '.join(map(str, sorted(varying)))} "
+                            "shards; each needs one shard per seed")
+        shared = tuple(p[0] for p in parts if len(p) == 1)
+        if not varying:
+            return cls(name, shared)
+        n = varying.pop()
+        return cls(name, shared, tuple(tuple(p[k] if len(p) > 1 else p[0] for p in parts) for k in range(n)))
 
     @classmethod
     def parse(cls, text: str) -> "Arm":
@@ -45,27 +64,22 @@ class Arm:
         if "=" not in text:
             raise UserError(f"--arm '{text}': expected 'baseline' or NAME=SHARD.h5[,SHARD2.h5]")
         name, files = text.split("=", 1)
-        shared: list[Path] = []
-        varying: list[list[Path]] = []
+        parts: list[list[Path]] = []
         for part in (p.strip() for p in files.split(",")):
             if not part:
                 continue
             choices = [c.strip() for c in part.split("|")]
             if any(not c for c in choices):
                 raise UserError(f"--arm '{text}': an empty shard name in '{part}' (one shard per seed: A.h5|B.h5|C.h5)")
-            if len(choices) == 1:
-                shared.append(Path(choices[0]))
-            else:
-                varying.append([Path(c) for c in choices])
-        if len({len(v) for v in varying}) > 1:
-            raise UserError(f"--arm '{text}': the per-seed parts name {' and '.join(str(len(v)) for v in varying)} "
-                            "shards; each needs one shard per seed")
-        per_seed = tuple(zip(*varying)) if varying else ()
-        return cls(name.strip(), tuple(shared), per_seed)
+            parts.append([Path(c) for c in choices])
+        try:
+            return cls.from_parts(name.strip(), parts)
+        except UserError as exc:
+            raise UserError(f"--arm '{text}': {str(exc).split(': ', 1)[1]}") from None
 
     def shards_of(self, position: int) -> tuple[Path, ...]:
         """The shards the seed at ``position`` (in the evaluation's seed list) trains on."""
-        return self.shards + (self.per_seed[position] if self.per_seed else ())
+        return self.per_seed[position] if self.per_seed else self.shards
 
     def check(self, seeds: int | None = None) -> None:
         """Refuse a bad name or shard list; with ``seeds``, also per-seed sets that do not match it."""

@@ -180,20 +180,24 @@ def evaluate(
         x = y = x_rows = None  # read when a seed of this arm has to train
         for position, seed in enumerate(seed_list):
             rows = synthetic[arm.name][position]
-            shard_prints = sorted(view.info.fingerprint for view in rows.views)
+            # in training order: the rows of a.h5,b.h5 and of b.h5,a.h5 are drawn in different orders, so
+            # their runs differ and must not stand in for each other
+            shard_prints = [view.info.fingerprint for view in rows.views]
             arm_key = key if rows.count else real_only_key
             path = out_dir / "runs" / f"{arm.name}-seed{seed}.json"
             run_key = cache_key([arm_key, shard_prints, seed])
             cached = cache / f"{run_key}.json" if cache is not None else None
 
-            def finished(path=path, cached=cached, arm=arm, arm_key=arm_key) -> tuple[dict, bool] | None:
+            def finished(path=path, cached=cached, arm=arm, arm_key=arm_key,
+                         run_key=run_key) -> tuple[dict, bool] | None:
                 """A finished run in the output folder or the cache (rank 0 looks, every rank gets it)."""
-                if path.exists():
+                if path.exists():  # the same settings and the same synthetic images (an arm may change them)
                     done = json.loads(path.read_text())
-                    if done.get("settings_key") == arm_key:
+                    if done.get("settings_key") == arm_key and done.get("run_key") == run_key:
                         return done, False
                 if cached is not None and cached.is_file():
-                    done = {**json.loads(cached.read_text()), "arm": arm.name, "reused_from": str(cached)}
+                    done = {**json.loads(cached.read_text()), "arm": arm.name, "reused_from": str(cached),
+                            "run_key": run_key}
                     atomic.write_json(path, done)
                     return done, True
                 return None
@@ -205,12 +209,13 @@ def evaluate(
                     reused.append(f"{arm.name} seed {seed}")
                 continue
             if x_rows is not rows:  # the seeds of an arm with per-seed shards each read their own
+                x = y = None  # the previous seed's images go before the next are read (the memory budget)
                 x, y = arm_data(rows)
                 x_rows = rows
             _, val_t, test_t = real_arrays()
             run = train_run(x, y, val_t, test_t, num_classes, cfg, seed, device, label=arm.name,
                             epoch_size=len(real_y) if cfg.equal_steps else None, real_rows=len(real_y))
-            run.update({"arm": arm.name, "settings_key": arm_key,
+            run.update({"arm": arm.name, "settings_key": arm_key, "run_key": run_key,
                         "train_counts": np.bincount(y.numpy(), minlength=num_classes).tolist(),
                         "synthetic_rows": rows.count})
 

@@ -115,6 +115,11 @@ def _class_changes(summary: dict, arm: str, reference: str = BASELINE) -> list[s
             for k, e in enumerate(entries) if e.get("significant")]
 
 
+def _rows(arm: dict) -> str:
+    """An arm's synthetic rows for a table: a mean where its seeds each have their own shards."""
+    return f"{arm['synthetic_rows']}" + (" (mean over seeds)" if arm.get("shards_per_seed") else "")
+
+
 def _names(arms: list[str]) -> str:
     return ("Arm " if len(arms) == 1 else "Arms ") + ", ".join(f"`{n}`" for n in arms)
 
@@ -138,7 +143,9 @@ def verdict_markdown(summary: dict, level: int = 2) -> list[str]:
         if own:
             lines += [f"{_names(own)}: each seed trains on its own synthetic images (one shard set per seed, e.g. "
                       "separate generator runs): the intervals cover the variation between those sets together "
-                      "with training noise."]
+                      "with training noise."
+                      + "".join(f" In `{n}`, {', '.join(Path(p).name for p in arms[n]['shards'])} is shared by all "
+                                "seeds: one draw, not covered." for n in own if arms[n]["shards"])]
         if shared:
             lines += [("Each arm's" if not own else f"{_names(shared)}:") + " synthetic images are one draw, shared "
                       "by its seeds: the intervals do not cover the variation between generator runs or draws."]
@@ -173,10 +180,10 @@ def verdict_markdown(summary: dict, level: int = 2) -> list[str]:
         wf1 = (f"{ci['mean']:.4f} [{ci['ci_low']:.4f}, {ci['ci_high']:.4f}]" if ci
                else _mean_ci([r["metrics"]["weighted_f1"] for r in arm["runs"]]))
         if name not in summary["deltas"]:
-            lines.append(f"| {name} | {arm['synthetic_rows']} | {wf1} | — | | |")
+            lines.append(f"| {name} | {_rows(arm)} | {wf1} | — | | |")
             continue
         d = summary["deltas"][name]["weighted_f1"]
-        lines.append(f"| {name} | {arm['synthetic_rows']} | {wf1} | {_delta(d)} | {_p(d.get('p_value'))} | "
+        lines.append(f"| {name} | {_rows(arm)} | {wf1} | {_delta(d)} | {_p(d.get('p_value'))} | "
                      f"{verdict(summary, name)[0]} |")
     if summary["deltas"]:
         lines += ["", *[_verdict_line(summary, n) for n in summary["deltas"]], ""]
@@ -232,7 +239,7 @@ def markdown(summary: dict, verdict_first: bool = True) -> str:
     for name, arm in arms.items():
         cols = [_mean_ci([r["metrics"][m] for r in arm["runs"]]) for m in SUMMARY_METRICS]
         delta = _delta(summary["deltas"][name]["weighted_f1"]) if name in summary["deltas"] else "—"
-        lines.append(f"| {name} | {arm['synthetic_rows']} | " + " | ".join(cols) + f" | {delta} |")
+        lines.append(f"| {name} | {_rows(arm)} | " + " | ".join(cols) + f" | {delta} |")
     lines += ["", "Mean ± half-width of the 95% t-interval over seeds where there are several."]
     compared = [(name, BASELINE, d) for name, d in summary["deltas"].items()]
     compared += [(c["arm"], c["reference"], c) for c in (summary.get("versus") or {}).values()]
