@@ -269,6 +269,34 @@ def test_a_step_of_several_runs_gives_each_evaluation_seed_its_own_generator(tmp
                                   H5Dataset(out / "shards" / "acgan-run1.h5").read(np.arange(8)))
 
 
+def test_runs_are_made_again_per_training_fraction_and_resume_by_run(tmp_path, monkeypatch):
+    text = ('[recipe]\nname = "fr"\n[data]\nsource = "demo"\nimage_size = 16\ndemo_images = 160\n'
+            '[[augment]]\nname = "classical"\namount = 0.5\nruns = 2\n'
+            '[evaluate]\nmodel = "test_resnet"\nseeds = 2\nepochs = 1\nbatch_size = 16\nbootstrap = 100\n'
+            'train_fractions = [0.5, 1.0]\n')
+    path, out = recipe_file(tmp_path, text), tmp_path / "run"
+    import augkit.generate as generate_module
+
+    real = generate_module.augment_to_file
+    monkeypatch.setattr(generate_module, "augment_to_file",
+                        lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt) if "f0.5" in str(a[2]) else real(*a, **k))
+    with pytest.raises(KeyboardInterrupt, match="generate classical-run0 @ 0.5"):
+        run(path, out)
+    monkeypatch.setattr(generate_module, "augment_to_file", real)
+    run(path, out, resume=True)
+    log = (out / "run.log").read_text()
+    assert "generate classical-run1: done before" in log
+    half = out / "fractions" / "f0.5"
+    for folder in (out, half):
+        shards = [H5Dataset(folder / "shards" / f"classical-run{k}.h5") for k in (0, 1)]
+        assert [s.provenance["augment"]["seed"] for s in shards] == [0, 1]
+        metrics = json.loads((folder / "evaluate" / "metrics.json").read_text())
+        assert [Path(p[0]).name for p in metrics["arms"]["classical"]["shards_per_seed"]] == [
+            "classical-run0.h5", "classical-run1.h5"]
+    assert H5Dataset(half / "shards" / "classical-run1.h5").provenance["augment"]["train_rows"] < \
+        H5Dataset(out / "shards" / "classical-run1.h5").provenance["augment"]["train_rows"]
+
+
 def test_runs_of_a_base_and_of_the_step_built_on_it_must_match(tmp_path):
     from augkit.errors import ParamError
 
