@@ -148,7 +148,8 @@ def verdict_markdown(summary: dict, level: int = 2) -> list[str]:
                                 "seeds: one draw, not covered." for n in own if arms[n]["shards"])]
         if shared:
             lines += [("Each arm's" if not own else f"{_names(shared)}:") + " synthetic images are one draw, shared "
-                      "by its seeds: the intervals do not cover the variation between generator runs or draws."]
+                      f"by {'its' if not own or len(shared) == 1 else 'their'} seeds: the intervals do not cover the "
+                      "variation between generator runs or draws."]
         if len(summary["seeds"]) < 2:
             lines += ["**One training seed: the intervals do not cover training noise** (seed-to-seed variation); "
                       "a verdict needs `seeds` >= 2 (3 or more recommended)."]
