@@ -436,10 +436,10 @@ def _parse_steps(raw: Any, w: _Where, data_seed: int) -> tuple[StepSpec, ...]:
     for s in steps:
         accepted = _ref_fields(registry.get(s.name).cls)
         for key, target in s.refs.items():
-            kind = next(t.name for t in steps if t.id == target)
-            target_runs = next(t.runs for t in steps if t.id == target)
-            if target_runs not in (1, s.runs):
-                raise ParamError(f"{w(f'augment {s.id}', 'runs')}: params.{key} = '{target}' has {target_runs} runs "
+            base = next(t for t in steps if t.id == target)
+            kind = base.name
+            if base.runs not in (1, s.runs):
+                raise ParamError(f"{w(f'augment {s.id}', 'runs')}: params.{key} = '{target}' has {base.runs} runs "
                                  f"and this step {s.runs}; give both the same runs (run k on run k) or the base one")
             if not _accepts(accepted[key], kind, registry):
                 raise ParamError(f"{w(f'augment {s.id}', key)}: params.{key} = '{target}' is a '{kind}' step; "

@@ -41,12 +41,14 @@ class Arm:
         object.__setattr__(self, "per_seed", tuple(tuple(Path(p) for p in s) for s in self.per_seed))
 
     @classmethod
-    def from_parts(cls, name: str, parts: list[list[Path]]) -> "Arm":
+    def from_parts(cls, name: str, parts: list[list[Path]], where: str | None = None) -> "Arm":
         """An arm from its parts in the order given, each one shard for every seed or one per seed; a
-        seed's shards keep that order, so its run is the run of an arm written with those shards."""
+        seed's shards keep that order, so its run is the run of an arm written with those shards.
+        ``where`` opens an error (default: the arm's name)."""
+        where = where or f"arm '{name}'"
         varying = {len(p) for p in parts if len(p) > 1}
         if len(varying) > 1:
-            raise UserError(f"arm '{name}': the per-seed parts name {' and '.join(map(str, sorted(varying)))} "
+            raise UserError(f"{where}: the per-seed parts name {' and '.join(map(str, sorted(varying)))} "
                             "shards; each needs one shard per seed")
         shared = tuple(p[0] for p in parts if len(p) == 1)
         if not varying:
@@ -72,10 +74,7 @@ class Arm:
             if any(not c for c in choices):
                 raise UserError(f"--arm '{text}': an empty shard name in '{part}' (one shard per seed: A.h5|B.h5|C.h5)")
             parts.append([Path(c) for c in choices])
-        try:
-            return cls.from_parts(name.strip(), parts)
-        except UserError as exc:
-            raise UserError(f"--arm '{text}': {str(exc).split(': ', 1)[1]}") from None
+        return cls.from_parts(name.strip(), parts, where=f"--arm '{text}'")
 
     def shards_of(self, position: int) -> tuple[Path, ...]:
         """The shards the seed at ``position`` (in the evaluation's seed list) trains on."""

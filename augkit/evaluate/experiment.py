@@ -188,12 +188,11 @@ def evaluate(
             run_key = cache_key([arm_key, shard_prints, seed])
             cached = cache / f"{run_key}.json" if cache is not None else None
 
-            def finished(path=path, cached=cached, arm=arm, arm_key=arm_key,
-                         run_key=run_key) -> tuple[dict, bool] | None:
+            def finished(path=path, cached=cached, arm=arm, run_key=run_key) -> tuple[dict, bool] | None:
                 """A finished run in the output folder or the cache (rank 0 looks, every rank gets it)."""
-                if path.exists():  # the same settings and the same synthetic images (an arm may change them)
+                if path.exists():  # the same settings, seed and synthetic images (an arm may change them)
                     done = json.loads(path.read_text())
-                    if done.get("settings_key") == arm_key and done.get("run_key") == run_key:
+                    if done.get("run_key") == run_key:
                         return done, False
                 if cached is not None and cached.is_file():
                     done = {**json.loads(cached.read_text()), "arm": arm.name, "reused_from": str(cached),
@@ -215,7 +214,7 @@ def evaluate(
             _, val_t, test_t = real_arrays()
             run = train_run(x, y, val_t, test_t, num_classes, cfg, seed, device, label=arm.name,
                             epoch_size=len(real_y) if cfg.equal_steps else None, real_rows=len(real_y))
-            run.update({"arm": arm.name, "settings_key": arm_key, "run_key": run_key,
+            run.update({"arm": arm.name, "run_key": run_key,
                         "train_counts": np.bincount(y.numpy(), minlength=num_classes).tolist(),
                         "synthetic_rows": rows.count})
 
