@@ -37,6 +37,9 @@ CANDIDATES = {
     "cgan": ("cgan", {"ada_target": 0.0}),
     "cgan_aux": ("cgan", {"ada_target": 0.0, "head": "projection+aux", "aux_weight": 1.0, "aux_on_fakes": False}),
     "cgan_ada": ("cgan", {"ada_target": 0.6}),
+    # ReACGAN's data-to-data cross-entropy (with ADA, cgan's default): beside the projection, and alone
+    "cgan_d2d": ("cgan", {"ada_target": 0.6, "head": "projection+d2d"}),
+    "cgan_reacgan": ("cgan", {"ada_target": 0.6, "head": "d2d"}),
     # the longer schedule: 80 epochs are ~40 min here, the diffusion cpu preset's training time, so its
     # curve also gives cgan at the diffusion model's wall time; scored every 4 epochs
     "cgan_long": ("cgan", {"ada_target": 0.0, "epochs": 80.0, "snapshot_every": 600, "sample_every": 600}),

@@ -23,20 +23,20 @@ def tiny_data(n: int = 36, size: int = 16, seed: int = 0) -> ArrayDataset:
     return ArrayDataset(images, labels, CLASSES)
 
 
-def tiny_networks():
+def tiny_networks(head: str = "projection"):
     from augkit_gan.networks import Discriminator, Generator
 
     torch.manual_seed(0)
     G = Generator(16, latent_dim=8, channels=16, upsample="resize", num_classes=len(CLASSES))
-    D = Discriminator(16, 8, dropout=0.0, spectral_norm=True, num_classes=len(CLASSES), head="projection")
+    D = Discriminator(16, 8, dropout=0.0, spectral_norm=True, num_classes=len(CLASSES), head=head)
     return G, D
 
 
 def tiny_gan(run_dir: Path, device: str = "cpu", steps: int = 4, resume: bool = False, callback=None,
-             data=None, **config) -> dict:
+             data=None, head: str = "projection", **config) -> dict:
     """A class-conditional GAN with everything that DDP must get right: BatchNorm in G, spectral norm,
     EMA, DiffAugment, class-balanced batches, the reused fakes; ``config`` overrides GANConfig fields."""
-    G, D = tiny_networks()
+    G, D = tiny_networks(head)
     ds = tiny_data() if data is None else data
     images = torch.from_numpy(ds.images) if data is None else data
     cfg = GANConfig(**{"steps": steps, "batch_size": 8, "loss": "hinge", "lr_g": 2e-3, "lr_d": 2e-3,
@@ -108,5 +108,10 @@ def gan_ada_ddp(folder: Path, device: str) -> dict:
     return tiny_gan(folder / "gan_ada_ddp", device, steps=6, ada_target=0.01, ada_interval=2, ada_images=64)
 
 
-CASES = {"gan_ddp": gan_ddp, "gan_ada_ddp": gan_ada_ddp, "gan_ddp_resumed": gan_ddp_resumed, "gan_resumed": gan_resumed,
+def gan_d2d_ddp(folder: Path, device: str) -> dict:
+    """ReACGAN's class term under DDP: the proxies' gradients come through the forward pass."""
+    return tiny_gan(folder / "gan_d2d_ddp", device, head="projection+d2d", class_loss="d2d")
+
+
+CASES = {"gan_ddp": gan_ddp, "gan_ada_ddp": gan_ada_ddp, "gan_d2d_ddp": gan_d2d_ddp, "gan_ddp_resumed": gan_ddp_resumed, "gan_resumed": gan_resumed,
          "classifier": classifier, "shard": shard, "diffusion_ddp": diffusion_ddp}

@@ -85,6 +85,14 @@ def test_ada_s_probability_is_decided_over_both_ranks_and_keeps_them_in_step(ddp
         assert_same(params(r0[net]), params(r1[net]))
 
 
+def test_a_d2d_head_trains_with_ddp_to_the_same_weights_on_both_ranks(ddp):
+    _, load = ddp
+    r0, r1 = load("gan_d2d_ddp")
+    for net in ("G", "D", "ema"):
+        assert_same(params(r0[net]), params(r1[net]))
+    assert any(k.startswith("d2d.proxy") for k in r0["D"]) and all(h["loss_aux"] > 0 for h in r0["history"])
+
+
 def test_the_diffusion_plugin_trains_with_ddp_to_the_same_weights_on_both_ranks_from_both_ranks_batches(ddp, tmp_path):
     _, load = ddp
     r0, r1 = load("diffusion_ddp")

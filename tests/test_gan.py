@@ -39,6 +39,8 @@ def _ctx(tmp_path, seed=0, **kw):
     ("acgan", {"mode": "thesis", "base_steps": 2}),
     ("acgan", {"mode": "full", "loss": "wgan-gp"}),
     ("cgan", {}),
+    ("cgan", {"head": "projection+d2d"}),
+    ("cgan", {"head": "d2d", "aux_on_fakes": True}),
 ])
 def test_every_gan_and_loss_trains_and_generates(demo16, tmp_path, name, params):
     aug = get_augmenter(name, {**TINY, **params})
@@ -347,3 +349,39 @@ def test_cgan_records_its_fastgan_parts_and_loads_them_back(demo16, tmp_path):
     plain = get_augmenter("cgan", TINY)
     plain.fit(demo16, _ctx(tmp_path / "plain"))
     assert "decoder" not in plain.arch and plain.D.decoder is None  # the record of a plain cgan is unchanged
+
+
+def test_a_d2d_head_learns_to_place_each_class_by_its_own_proxy():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    y = torch.tensor([0, 1] * 12)
+    x = torch.from_numpy(rng.normal(0, 0.3, (24, 3, 16, 16))).float()
+    x[:, 0] += (1 - 2 * y.float())[:, None, None]  # class 0 red, class 1 not: a difference D can learn
+    D = Discriminator(16, 8, 0.0, True, num_classes=2, head="d2d")
+    opt = torch.optim.Adam(D.parameters(), lr=2e-3)
+    from augkit.train.losses import d2d_ce
+
+    def gap():  # mean cosine to the own class's proxy minus that to the other's
+        with torch.no_grad():
+            return (D(x, y)[1][:, 0] - D(x, 1 - y)[1][:, 0]).mean().item()
+
+    before = gap()
+    for _ in range(30):
+        opt.zero_grad()
+        d2d_ce(D(x, y)[1], y).backward()
+        opt.step()
+    assert gap() > before + 0.5
+    with pytest.raises(ValueError, match="labels"):
+        D(x)
+
+
+def test_cgan_records_a_d2d_head_and_loads_it_back(demo16, tmp_path):
+    aug = get_augmenter("cgan", {**TINY, "head": "projection+d2d"})
+    aug.fit(demo16, _ctx(tmp_path / "d2d"))
+    assert aug.arch["head"] == "projection+d2d" and aug.D.d2d is not None and aug.D.embed is not None
+    history = (tmp_path / "d2d" / "cgan" / "losses.csv").read_text().splitlines()
+    assert float(history[-1].split(",")[history[0].split(",").index("loss_aux")]) > 0  # the term trained D
+    aug.save(tmp_path / "saved")
+    again = type(aug).load(tmp_path / "saved")
+    np.testing.assert_array_equal(again.generate(1, 4, Context(seed=5, device="cpu")).images,
+                                  aug.generate(1, 4, Context(seed=5, device="cpu")).images)

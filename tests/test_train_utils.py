@@ -14,7 +14,8 @@ from augkit.errors import DataError
 from augkit.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from augkit.train.diffaugment import POLICIES, diff_augment, diff_augment_some, parse_policy
 from augkit.train.ema import EMA
-from augkit.train.losses import LOSSES, d_loss, g_loss, gradient_penalty
+from augkit.train.losses import (LOSSES, AuxiliaryClass, DataToDataCE, d2d_ce, d_loss, g_loss, gradient_penalty,
+                                 objectives)
 
 
 def gen(seed: int) -> torch.Generator:
@@ -67,6 +68,53 @@ def test_gradient_penalty_reaches_critic_weights_and_is_reproducible():
     assert gp.item() == gradient_penalty(critic, real, fake, generator=gen(5)).item()
     gp.backward()  # create_graph: the penalty trains the critic
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in critic[1].parameters())
+
+
+def _packed(e: torch.Tensor, proxy: torch.Tensor) -> torch.Tensor:
+    """What a d2d head returns for unit embeddings ``e`` and the unit proxies of their classes."""
+    return torch.cat([(e * proxy).sum(1, keepdim=True), e], 1)
+
+
+def _unit(*rows) -> torch.Tensor:
+    return nn.functional.normalize(torch.tensor(rows, dtype=torch.float64), dim=1)
+
+
+def test_d2d_ce_is_at_its_floor_without_gradient_when_every_case_is_easy():
+    # each image on its own class's proxy, the classes orthogonal: nothing left to pull or push, and the
+    # loss is log(1 + number of negatives), each easy negative counting exp(0)
+    y = torch.tensor([0, 0, 1, 2])
+    e = _unit([1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]).requires_grad_(True)
+    loss = d2d_ce(_packed(e, e.detach()), y)
+    assert loss.item() == pytest.approx(np.mean([math.log(3), math.log(3), math.log(4), math.log(4)]))
+    loss.backward()
+    assert e.grad.abs().max().item() == 0.0
+
+
+def test_d2d_ce_pulls_to_the_proxy_and_pushes_from_other_classes_but_not_from_its_own():
+    y = torch.tensor([0, 1, 0])
+    proxy = _unit([1, 0, 0], [0, 1, 0], [1, 0, 0])
+    far = _unit([0.2, 0.1, 1], [0, 1, 0], [1, 0, 0])    # image 0 far from its proxy
+    near = _unit([0.9, 0.1, 0.4], [0, 1, 0], [1, 0, 0])
+    assert d2d_ce(_packed(far, proxy), y) > d2d_ce(_packed(near, proxy), y)
+    # image 0 moved towards the other class's image costs more; towards its own class's image, nothing
+    apart = _unit([0.9, 0.0, 0.4], [0, 1, 0], [1, 0, 0])
+    mixed = _unit([0.9, 0.4, 0.4], [0, 1, 0], [1, 0, 0])
+    assert d2d_ce(_packed(mixed, proxy), y) > d2d_ce(_packed(apart, proxy), y)
+    # image 2 (class 0) onto image 0 or mirrored away from it: the same similarities to its proxy and to
+    # image 1, so only a same-class pair changes, and that pair is no negative
+    onto = _unit([0.9, 0.0, 0.4], [0, 1, 0], [0.9, 0.0, 0.4])
+    away = _unit([0.9, 0.0, 0.4], [0, 1, 0], [0.9, 0.0, -0.4])
+    assert d2d_ce(_packed(onto, proxy), y).item() == pytest.approx(d2d_ce(_packed(away, proxy), y).item())
+    assert d2d_ce(_packed(onto, proxy), torch.tensor([0, 1, 2])).item() != pytest.approx(
+        d2d_ce(_packed(away, proxy), torch.tensor([0, 1, 2])).item())  # as another class's image, it counts
+
+
+def test_the_class_term_is_chosen_by_name():
+    assert any(isinstance(t, DataToDataCE) for t in objectives("hinge", class_loss="d2d"))
+    assert not any(isinstance(t, AuxiliaryClass) for t in objectives("hinge", class_loss="d2d"))
+    assert any(isinstance(t, AuxiliaryClass) for t in objectives("hinge"))
+    with pytest.raises(ValueError, match="ce, d2d"):
+        objectives("hinge", class_loss="contra")
 
 
 # ---- DiffAugment ----------------------------------------------------------------------------------

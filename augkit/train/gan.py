@@ -47,6 +47,9 @@ class GANConfig:
     aux_weight: float = field(default=1.0, metadata={"min": 0, "help": "auxiliary classifier loss weight"})
     aux_on_fakes: bool = field(default=True, metadata={
         "help": "D's auxiliary classifier also learns the fakes' classes (AC-GAN); false: real images only"})
+    class_loss: Literal["ce", "d2d"] = field(default="ce", metadata={
+        "help": "D's class term: ce, cross-entropy on class logits (AC-GAN); d2d, ReACGAN's data-to-data "
+                "cross-entropy on a d2d head's embeddings"})
     diffaugment: str = field(default="", metadata={"help": "e.g. 'color,translation,cutout'; '' = off"})
     ada_target: float = field(default=0.0, metadata={
         "min": 0, "max": 1, "help": "adaptive augmentation (ADA, Karras et al. 2020): apply DiffAugment to each image "
@@ -78,7 +81,7 @@ class GANTask(Task):
         self.kind, self.cfg, self.streams, self.dev = kind, cfg, streams, device
         self.G, self.D, self.labels, self.conditional, self.num_classes = G, D, labels, conditional, num_classes
         self.terms = terms if terms is not None else objectives(cfg.loss, cfg.aux_weight, cfg.gp_weight,
-                                                                cfg.aux_on_fakes, cfg.recon_weight)
+                                                                cfg.aux_on_fakes, cfg.recon_weight, cfg.class_loss)
         if (cfg.recon_weight > 0) != (getattr(D, "decoder", None) is not None):
             # (a decoder without its loss would leave parameters without gradients, which DDP refuses)
             raise ValueError("recon_weight > 0 and a discriminator with a decoder go together")

@@ -142,6 +142,52 @@ class AuxiliaryClass(Objective):
         return self.weight * F.cross_entropy(p.aux_fake, p.y), {}
 
 
+def d2d_ce(packed: Tensor, y: Tensor, temperature: float = 0.5, margin: float = 0.98) -> Tensor:
+    """ReACGAN's data-to-data cross-entropy (Kang et al. 2021), averaged over the batch.
+
+    ``packed`` is what a "d2d" discriminator head returns: column 0 the cosine s_i between image i's
+    embedding and its class's proxy, the rest the unit embeddings e_i. Each image is pulled to its
+    proxy and pushed from the other classes' images in the batch (not from other proxies: the data-
+    to-data part, which keeps the gradients informative where AC-GAN's softmax saturates); margins
+    skip the easy cases, a positive already within ``margin`` of its proxy and a negative whose
+    cosine is below 1 - ``margin``, so that the term stops rewarding easy, prototypical images:
+
+        loss_i = -log(exp(-pos_i) / (exp(-pos_i) + sum_{j: y_j != y_i} exp(neg_ij)))
+        pos_i = relu((margin - s_i) / T),  neg_ij = relu((e_i . e_j - (1 - margin)) / T)
+    """
+    s, e = packed[:, 0].float(), packed[:, 1:].float()
+    pos = F.relu((margin - s) / temperature)
+    neg = F.relu((e @ e.T - (1 - margin)) / temperature)
+    neg = neg.masked_fill(y[:, None] == y[None, :], float("-inf"))  # same class (and i itself): no negative
+    return (pos + torch.logsumexp(torch.cat([-pos[:, None], neg], 1), 1)).mean()
+
+
+class DataToDataCE(Objective):
+    """ReACGAN's class term (:func:`d2d_ce`) on a "d2d" head: D learns it on real images (and with
+    ``on_fakes`` on the fakes too), G is rewarded for fakes whose embeddings lie by their class's proxy
+    and away from the other classes' images. Active where D returns a d2d head's output."""
+
+    def __init__(self, weight: float = 1.0, on_fakes: bool = False):
+        self.weight, self.on_fakes = weight, on_fakes
+
+    def d_phase(self, p):
+        if p.aux_real is None:
+            return None
+        loss = d2d_ce(p.aux_real, p.y)
+        if self.on_fakes:
+            loss = loss + d2d_ce(p.aux_fake, p.y)
+        return self.weight * loss, {"loss_aux": loss}
+
+    def g_phase(self, p):
+        if p.aux_fake is None:
+            return None
+        return self.weight * d2d_ce(p.aux_fake, p.y), {}
+
+
+#: D's class term by name: AC-GAN's cross-entropy on class logits, or ReACGAN's data-to-data one
+CLASS_LOSSES = ("ce", "d2d")
+
+
 class GradientPenalty(Objective):
     """WGAN-GP's penalty (:func:`gradient_penalty`) on the critic, in full precision."""
 
@@ -170,11 +216,15 @@ class Reconstruction(Objective):
 
 
 def objectives(loss: str, aux_weight: float = 1.0, gp_weight: float = 10.0,
-               aux_on_fakes: bool = True, recon_weight: float = 0.0) -> list[Objective]:
-    """The terms of a GAN's objective for the adversarial loss ``loss``: it, the auxiliary class loss
-    (where D has class logits; ``aux_on_fakes``: see :class:`AuxiliaryClass`), for ``wgan-gp`` the
-    gradient penalty, and with ``recon_weight`` > 0 the self-supervised D's reconstruction."""
-    terms: list[Objective] = [Adversarial(loss), AuxiliaryClass(aux_weight, aux_on_fakes)]
+               aux_on_fakes: bool = True, recon_weight: float = 0.0, class_loss: str = "ce") -> list[Objective]:
+    """The terms of a GAN's objective for the adversarial loss ``loss``: it, the class term (where D
+    has a class head: ``class_loss`` "ce", :class:`AuxiliaryClass`, or "d2d", :class:`DataToDataCE`;
+    ``aux_on_fakes``: whether D learns it on fakes too), for ``wgan-gp`` the gradient penalty, and with
+    ``recon_weight`` > 0 the self-supervised D's reconstruction."""
+    if class_loss not in CLASS_LOSSES:
+        raise ValueError(f"unknown class loss '{class_loss}': choose one of {', '.join(CLASS_LOSSES)}")
+    by_name = {"ce": AuxiliaryClass, "d2d": DataToDataCE}
+    terms: list[Objective] = [Adversarial(loss), by_name[class_loss](aux_weight, aux_on_fakes)]
     if loss == "wgan-gp":
         terms.append(GradientPenalty(gp_weight))
     if recon_weight > 0:

@@ -330,12 +330,13 @@ class CGANParams(GANParams):
     ada_target: float = field(default=0.6, metadata=_ADA_TARGET)
     dropout: float | None = field(default=0.0, metadata={"min": 0, "max": 0.9})
     balanced_classes: bool = field(default=True, metadata={"help": "class-balanced real batches (rare classes)"})
-    head: Literal["projection", "projection+aux"] = field(default="projection", metadata={
-        "help": "D's class conditioning: projection; or projection+aux, a classifier head too, whose loss rewards G "
-                "for images of the class asked for"})
-    aux_weight: float = field(default=1.0, metadata={"min": 0, "help": "weight of the classifier head's loss"})
+    head: Literal["projection", "projection+aux", "projection+d2d", "d2d"] = field(default="projection", metadata={
+        "help": "D's class conditioning: projection; projection+aux, a classifier head too, whose loss rewards G "
+                "for images of the class asked for; projection+d2d, ReACGAN's data-to-data cross-entropy instead "
+                "of the classifier's; d2d, that alone (ReACGAN's D)"})
+    aux_weight: float = field(default=1.0, metadata={"min": 0, "help": "weight of the class head's loss"})
     aux_on_fakes: bool = field(default=False, metadata={
-        "help": "the classifier head also learns the fakes' classes (AC-GAN); false: real images only"})
+        "help": "the class head also learns from the fakes (AC-GAN); false: real images only (ReACGAN)"})
     skip_excitation: bool = field(default=False, metadata={
         "help": "FastGAN's skip-layer excitation in G: each map gates the channels of the map 4x finer (32 px and up)"})
     recon_weight: float = field(default=0.0, metadata={
@@ -380,5 +381,6 @@ class CGAN(_GANAugmenter):
 
     def train_options(self, p):
         return {"balanced_classes": p["balanced_classes"], "aux_weight": p["aux_weight"],
-                "aux_on_fakes": p["aux_on_fakes"], "recon_weight": p["recon_weight"]}
+                "aux_on_fakes": p["aux_on_fakes"], "recon_weight": p["recon_weight"],
+                "class_loss": "d2d" if "d2d" in p["head"] else "ce"}
 

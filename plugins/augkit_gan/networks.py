@@ -162,7 +162,7 @@ class Generator(nn.Module):
         return x
 
 
-HEADS = ("none", "aux", "projection", "projection+aux")
+HEADS = ("none", "aux", "projection", "projection+aux", "d2d", "projection+d2d")
 
 
 class Discriminator(nn.Module):
@@ -171,11 +171,14 @@ class Discriminator(nn.Module):
     ``head``: "none" (realness only), "aux" (plus a linear class classifier: AC-GAN, full mode),
     "projection" (class-conditional realness, Miyato & Koyama 2018: cgan) or "projection+aux" (both:
     the projection judges realness per class, the classifier tells G whether its image shows the class
-    asked for, as ReACGAN and other class-fidelity GANs combine them).
+    asked for). "d2d" (ReACGAN, Kang et al. 2021): instead of class logits, a unit-length embedding
+    and the similarity to the proxy of the image's class, for the data-to-data cross-entropy
+    (:class:`augkit.train.losses.DataToDataCE`); "projection+d2d": that beside the projection.
     """
 
     def __init__(self, size: int = 64, channels: int = 64, dropout: float = 0.3, spectral_norm: bool = False,
-                 num_classes: int = 0, head: str = "none", max_channels: int = 1024, decoder: bool = False):
+                 num_classes: int = 0, head: str = "none", max_channels: int = 1024, decoder: bool = False,
+                 embed_dim: int = 256):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
@@ -195,6 +198,10 @@ class Discriminator(nn.Module):
         self.head = head
         self.aux = nn.Linear(self.feature_dim, num_classes) if "aux" in head else None
         self.embed = sn(nn.Embedding(num_classes, self.feature_dim)) if "projection" in head else None
+        self.d2d = None
+        if "d2d" in head:
+            self.d2d = nn.ModuleDict({"embed": sn(nn.Linear(self.feature_dim, embed_dim)),
+                                      "proxy": sn(nn.Embedding(num_classes, embed_dim))})
         # the convolutions up to the 8x8 map (each conv halves the size), where the decoder reads
         self.to_8x8 = (len(layers) // n) * (n - 1)
         self.decoder = Decoder(widths[n - 1], size) if decoder else None
@@ -214,14 +221,25 @@ class Discriminator(nn.Module):
         else:
             h = self.features(x)
         logit = self.realness(h).squeeze(1)
+        if (self.embed is not None or self.d2d is not None) and y is None:
+            raise ValueError(f"a '{self.head}' discriminator needs labels")
         if self.embed is not None:
-            if y is None:
-                raise ValueError("a projection discriminator needs labels")
             logit = logit + (self.embed(y) * h).sum(1)
         aux = self.aux(h) if self.aux is not None else None
+        if self.d2d is not None:
+            aux = self._d2d(h, y)
         if reconstruct:
             return logit, aux, self.decoder(m[:reconstruct])
         return logit, aux
+
+
+    def _d2d(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(batch, 1 + embed_dim): column 0 the cosine between each image's embedding and its class's
+        proxy, the rest the unit embedding. One tensor, computed in the forward pass, so the term that
+        uses it sees the proxies' gradients through DDP and is sliced into real and fake like logits."""
+        e = F.normalize(self.d2d["embed"](h).float(), dim=1)
+        proxy = F.normalize(self.d2d["proxy"](y).float(), dim=1)
+        return torch.cat([(e * proxy).sum(1, keepdim=True), e], 1)
 
 
 class Decoder(nn.Module):
