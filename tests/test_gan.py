@@ -375,12 +375,23 @@ def test_a_d2d_head_learns_to_place_each_class_by_its_own_proxy():
         D(x)
 
 
+@pytest.mark.parametrize("head, class_loss", [("projection", "d2d"), ("projection+d2d", "ce"), ("aux", "d2d")])
+def test_a_d2d_head_and_its_loss_go_together(tmp_path, head, class_loss):
+    G = Generator(16, 8, 16, "resize", num_classes=3)
+    D = Discriminator(16, 8, 0.0, True, num_classes=3, head=head)
+    images, labels = torch.zeros(6, 16, 16, 3, dtype=torch.uint8), torch.arange(6) % 3
+    with pytest.raises(ValueError, match="d2d head go together"):
+        train_gan(G, D, images, labels, GANConfig(steps=1, batch_size=6, class_loss=class_loss), tmp_path,
+                  kind="cgan", conditional=True, num_classes=3)
+
+
 def test_cgan_records_a_d2d_head_and_loads_it_back(demo16, tmp_path):
     aug = get_augmenter("cgan", {**TINY, "head": "projection+d2d"})
     aug.fit(demo16, _ctx(tmp_path / "d2d"))
     assert aug.arch["head"] == "projection+d2d" and aug.D.d2d is not None and aug.D.embed is not None
+    assert aug.arch["embed_dim"] == aug.D.d2d["proxy"].embedding_dim
     history = (tmp_path / "d2d" / "cgan" / "losses.csv").read_text().splitlines()
-    assert float(history[-1].split(",")[history[0].split(",").index("loss_aux")]) > 0  # the term trained D
+    assert float(history[-1].split(",")[history[0].split(",").index("loss_aux")]) > 0  # the term was in D's loss
     aug.save(tmp_path / "saved")
     again = type(aug).load(tmp_path / "saved")
     np.testing.assert_array_equal(again.generate(1, 4, Context(seed=5, device="cpu")).images,

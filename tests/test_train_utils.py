@@ -96,14 +96,15 @@ def test_d2d_ce_pulls_to_the_proxy_and_pushes_from_other_classes_but_not_from_it
     far = _unit([0.2, 0.1, 1], [0, 1, 0], [1, 0, 0])    # image 0 far from its proxy
     near = _unit([0.9, 0.1, 0.4], [0, 1, 0], [1, 0, 0])
     assert d2d_ce(_packed(far, proxy), y) > d2d_ce(_packed(near, proxy), y)
-    # image 0 moved towards the other class's image costs more; towards its own class's image, nothing
-    apart = _unit([0.9, 0.0, 0.4], [0, 1, 0], [1, 0, 0])
-    mixed = _unit([0.9, 0.4, 0.4], [0, 1, 0], [1, 0, 0])
+    # image 0 turned towards the other class's image, at the same cosine to its own proxy, costs more
+    apart = _unit([0.9, 0.0, 0.19 ** 0.5], [0, 1, 0], [1, 0, 0])
+    mixed = _unit([0.9, 0.3, 0.1 ** 0.5], [0, 1, 0], [1, 0, 0])
+    assert _packed(mixed, proxy)[0, 0].item() == pytest.approx(_packed(apart, proxy)[0, 0].item())
     assert d2d_ce(_packed(mixed, proxy), y) > d2d_ce(_packed(apart, proxy), y)
     # image 2 (class 0) onto image 0 or mirrored away from it: the same similarities to its proxy and to
     # image 1, so only a same-class pair changes, and that pair is no negative
-    onto = _unit([0.9, 0.0, 0.4], [0, 1, 0], [0.9, 0.0, 0.4])
-    away = _unit([0.9, 0.0, 0.4], [0, 1, 0], [0.9, 0.0, -0.4])
+    onto = _unit([0.9, 0.0, 0.19 ** 0.5], [0, 1, 0], [0.9, 0.0, 0.19 ** 0.5])
+    away = _unit([0.9, 0.0, 0.19 ** 0.5], [0, 1, 0], [0.9, 0.0, -0.19 ** 0.5])
     assert d2d_ce(_packed(onto, proxy), y).item() == pytest.approx(d2d_ce(_packed(away, proxy), y).item())
     assert d2d_ce(_packed(onto, proxy), torch.tensor([0, 1, 2])).item() != pytest.approx(
         d2d_ce(_packed(away, proxy), torch.tensor([0, 1, 2])).item())  # as another class's image, it counts
@@ -115,6 +116,12 @@ def test_the_class_term_is_chosen_by_name():
     assert any(isinstance(t, AuxiliaryClass) for t in objectives("hinge"))
     with pytest.raises(ValueError, match="ce, d2d"):
         objectives("hinge", class_loss="contra")
+
+
+def test_a_row_without_negatives_adds_nothing_rather_than_nan():
+    e = _unit([1, 0], [0, 1]).requires_grad_(True)
+    loss = d2d_ce(_packed(e, _unit([0, 1], [0, 1])), torch.tensor([0, 0]))
+    assert loss.item() == 0.0
 
 
 # ---- DiffAugment ----------------------------------------------------------------------------------

@@ -85,6 +85,9 @@ class GANTask(Task):
         if (cfg.recon_weight > 0) != (getattr(D, "decoder", None) is not None):
             # (a decoder without its loss would leave parameters without gradients, which DDP refuses)
             raise ValueError("recon_weight > 0 and a discriminator with a decoder go together")
+        if (cfg.class_loss == "d2d") != (getattr(D, "d2d", None) is not None):
+            # each reads the other's output as its own: class logits as cosines, or the reverse
+            raise ValueError("class_loss 'd2d' and a discriminator with a d2d head go together")
         self.streamed = isinstance(images, ImageDataset)
         self.n = len(images)
         self.batch = min(cfg.batch_size, self.n)

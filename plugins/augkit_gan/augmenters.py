@@ -362,7 +362,8 @@ class CGAN(_GANAugmenter):
         G = Generator(arch["size"], arch["latent_dim"], arch["g_channels"], arch["upsample"], num_classes=k,
                       skip_excitation=arch.get("skip_excitation", False))
         D = Discriminator(arch["size"], arch["d_channels"], arch["dropout"], arch["spectral_norm"], num_classes=k,
-                          head=arch.get("head", "projection"), decoder=arch.get("decoder", False))
+                          head=arch.get("head", "projection"), decoder=arch.get("decoder", False),
+                          **({"embed_dim": arch["embed_dim"]} if "embed_dim" in arch else {}))
         return G, D
 
     def networks(self, train, ctx, p):
@@ -373,6 +374,8 @@ class CGAN(_GANAugmenter):
         # a choice at its default leaves the record as it was, so earlier runs' cache keys hold
         if p["head"] != "projection":
             arch["head"] = p["head"]
+        if "d2d" in p["head"]:
+            arch["embed_dim"] = 256  # the d2d head's embedding width, recorded so that load() rebuilds it
         if p["skip_excitation"]:
             arch["skip_excitation"] = True
         if p["recon_weight"] > 0:
