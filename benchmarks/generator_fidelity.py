@@ -13,6 +13,7 @@ training time.
     .venv/bin/python benchmarks/generator_fidelity.py --out runs/fidelity32 --epochs 15
     .venv/bin/python benchmarks/generator_fidelity.py --out runs/fidelity32 --resume   # after a stop
     .venv/bin/python benchmarks/generator_fidelity.py --out runs/fidelity32 --only cgan_long --minutes 30 --resume
+    .venv/bin/python benchmarks/generator_fidelity.py --out runs/fidelity32 --only cgan_ada --only cgan_d2d --seed 1
 
 Runs one candidate after another (``--only NAME`` for one); ``--resume`` continues a stopped one from
 its checkpoint and skips finished ones. Each trained candidate is saved to ``OUT/NAME/augmenter`` (for
@@ -59,6 +60,11 @@ def _data(args):
     return split.apply(base, "train")
 
 
+def _folder(args, name: str) -> Path:
+    """A candidate's run folder; seed 0 keeps the bare name, so earlier runs are found."""
+    return args.out / (name if not args.seed else f"{name}-seed{args.seed}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=PBC)
@@ -70,6 +76,9 @@ def main() -> None:
     ap.add_argument("--only", action="append", default=[], help="candidate(s) to run (default: all)")
     ap.add_argument("--reference", default="cgan", help="the candidate whose final FD is the bar")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="the candidates' training seed; the ruler (its extractor and latents) is that seed's too, "
+                         "so scores compare within one seed; the split stays seed 0; folders NAME-seedS")
     ap.add_argument("--minutes", type=float, default=0.0,
                     help="wall-time budget of this piece of a candidate's training (0: none); --resume continues it")
     args = ap.parse_args()
@@ -86,7 +95,7 @@ def main() -> None:
     train = _data(args)
     names = args.only or list(CANDIDATES)
     for name in names:
-        folder = args.out / name
+        folder = _folder(args, name)
         if (folder / "done.json").exists():
             print(f"{name}: done before")
             continue
@@ -100,14 +109,15 @@ def main() -> None:
         started = time.time()
         augmenter = get_augmenter(augmenter_name, params)
         try:
-            augmenter.fit(train, Context(seed=0, device="cpu", workdir=folder, resume=resume))
+            augmenter.fit(train, Context(seed=args.seed, device="cpu", workdir=folder, resume=resume))
         except Paused as exc:
             print(f"{name}: paused: {exc}")
             return
         augmenter.save(folder / "augmenter")  # for `augkit augment NAME --from` and `augkit quality`
         (folder / "done.json").write_text(json.dumps({"params": params, "wall_s": time.time() - started,
                                                       "snapshot": augmenter.snapshot}))
-    rows = {n: read_metrics(args.out / n / CANDIDATES[n][0]) for n in CANDIDATES if (args.out / n / "done.json").exists()}
+    rows = {n: read_metrics(_folder(args, n) / CANDIDATES[n][0]) for n in CANDIDATES
+            if (_folder(args, n) / "done.json").exists()}
     if args.reference not in rows:
         return
     bar = rows[args.reference][-1]
@@ -125,7 +135,8 @@ def main() -> None:
               f"{(reach['train_seconds'] if reach else float('nan')):17.0f} {(share or float('nan')):10.2f}")
         result["candidates"][name] = {"best": best, "reaches_bar": reach, "share_of_reference_time": share}
     print(f"load average {os.getloadavg()[0]:.2f}")
-    (args.out / "fidelity_benchmark.json").write_text(json.dumps(result, indent=1))
+    name = "fidelity_benchmark.json" if not args.seed else f"fidelity_benchmark-seed{args.seed}.json"
+    (args.out / name).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
