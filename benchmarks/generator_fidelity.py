@@ -135,8 +135,7 @@ def main() -> None:
               f"{(reach['train_seconds'] if reach else float('nan')):17.0f} {(share or float('nan')):10.2f}")
         result["candidates"][name] = {"best": best, "reaches_bar": reach, "share_of_reference_time": share}
     print(f"load average {os.getloadavg()[0]:.2f}")
-    name = "fidelity_benchmark.json" if not args.seed else f"fidelity_benchmark-seed{args.seed}.json"
-    (args.out / name).write_text(json.dumps(result, indent=1))
+    (args.out / _folder(args, "fidelity_benchmark").with_suffix(".json").name).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

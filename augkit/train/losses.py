@@ -128,18 +128,21 @@ class AuxiliaryClass(Objective):
         rewarded only for fakes that classifier recognises (less pull towards easy, prototypical fakes)."""
         self.weight, self.on_fakes = weight, on_fakes
 
+    #: the loss of D's class output against the labels (a subclass brings its own)
+    criterion = staticmethod(F.cross_entropy)
+
     def d_phase(self, p):
         if p.aux_real is None:
             return None
-        aux = F.cross_entropy(p.aux_real, p.y)
+        aux = self.criterion(p.aux_real, p.y)
         if self.on_fakes:
-            aux = aux + F.cross_entropy(p.aux_fake, p.y)
+            aux = aux + self.criterion(p.aux_fake, p.y)
         return self.weight * aux, {"loss_aux": aux}
 
     def g_phase(self, p):
         if p.aux_fake is None:
             return None
-        return self.weight * F.cross_entropy(p.aux_fake, p.y), {}
+        return self.weight * self.criterion(p.aux_fake, p.y), {}
 
 
 def d2d_ce(packed: Tensor, y: Tensor, temperature: float = 0.5, margin: float = 0.98) -> Tensor:
@@ -164,30 +167,19 @@ def d2d_ce(packed: Tensor, y: Tensor, temperature: float = 0.5, margin: float = 
     return (pos + torch.logsumexp(torch.cat([-pos[:, None], neg], 1), 1)).mean()
 
 
-class DataToDataCE(Objective):
-    """ReACGAN's class term (:func:`d2d_ce`) on a "d2d" head: D learns it on real images (and with
-    ``on_fakes`` on the fakes too), G is rewarded for fakes whose embeddings lie by their class's proxy
-    and away from the other classes' images. Active where D returns a d2d head's output."""
+class DataToDataCE(AuxiliaryClass):
+    """ReACGAN's class term (:func:`d2d_ce`) on a "d2d" head, in AC-GAN's phases: D learns it on real
+    images (and with ``on_fakes`` on the fakes too), G is rewarded for fakes whose embeddings lie by
+    their class's proxy and away from the other classes' images. Active where D returns a d2d head's output."""
+
+    criterion = staticmethod(d2d_ce)
 
     def __init__(self, weight: float = 1.0, on_fakes: bool = False):
-        self.weight, self.on_fakes = weight, on_fakes
-
-    def d_phase(self, p):
-        if p.aux_real is None:
-            return None
-        loss = d2d_ce(p.aux_real, p.y)
-        if self.on_fakes:
-            loss = loss + d2d_ce(p.aux_fake, p.y)
-        return self.weight * loss, {"loss_aux": loss}
-
-    def g_phase(self, p):
-        if p.aux_fake is None:
-            return None
-        return self.weight * d2d_ce(p.aux_fake, p.y), {}
+        super().__init__(weight, on_fakes)
 
 
 #: D's class term by name: AC-GAN's cross-entropy on class logits, or ReACGAN's data-to-data one
-CLASS_LOSSES = ("ce", "d2d")
+CLASS_TERMS: dict[str, type[AuxiliaryClass]] = {"ce": AuxiliaryClass, "d2d": DataToDataCE}
 
 
 class GradientPenalty(Objective):
@@ -223,10 +215,9 @@ def objectives(loss: str, aux_weight: float = 1.0, gp_weight: float = 10.0,
     has a class head: ``class_loss`` "ce", :class:`AuxiliaryClass`, or "d2d", :class:`DataToDataCE`;
     ``aux_on_fakes``: whether D learns it on fakes too), for ``wgan-gp`` the gradient penalty, and with
     ``recon_weight`` > 0 the self-supervised D's reconstruction."""
-    if class_loss not in CLASS_LOSSES:
-        raise ValueError(f"unknown class loss '{class_loss}': choose one of {', '.join(CLASS_LOSSES)}")
-    by_name = {"ce": AuxiliaryClass, "d2d": DataToDataCE}
-    terms: list[Objective] = [Adversarial(loss), by_name[class_loss](aux_weight, aux_on_fakes)]
+    if class_loss not in CLASS_TERMS:
+        raise ValueError(f"unknown class loss '{class_loss}': choose one of {', '.join(CLASS_TERMS)}")
+    terms: list[Objective] = [Adversarial(loss), CLASS_TERMS[class_loss](aux_weight, aux_on_fakes)]
     if loss == "wgan-gp":
         terms.append(GradientPenalty(gp_weight))
     if recon_weight > 0:

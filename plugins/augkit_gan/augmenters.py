@@ -28,6 +28,7 @@ from augkit.train.gan import GANConfig, train_gan
 from augkit.train.loop import pause_if_budget_spent
 from augkit.train.snapshots import SnapshotMetric
 from augkit_gan.networks import (
+    D2D_EMBED_DIM,
     SIZES,
     Discriminator,
     Generator,
@@ -375,7 +376,7 @@ class CGAN(_GANAugmenter):
         if p["head"] != "projection":
             arch["head"] = p["head"]
         if "d2d" in p["head"]:
-            arch["embed_dim"] = 256  # the d2d head's embedding width, recorded so that load() rebuilds it
+            arch["embed_dim"] = D2D_EMBED_DIM  # recorded, so that load() rebuilds the width it was built with
         if p["skip_excitation"]:
             arch["skip_excitation"] = True
         if p["recon_weight"] > 0:

@@ -163,6 +163,8 @@ class Generator(nn.Module):
 
 
 HEADS = ("none", "aux", "projection", "projection+aux", "d2d", "projection+d2d")
+#: the d2d head's embedding width (a saved cgan records the width it was built with)
+D2D_EMBED_DIM = 256
 
 
 class Discriminator(nn.Module):
@@ -178,7 +180,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, size: int = 64, channels: int = 64, dropout: float = 0.3, spectral_norm: bool = False,
                  num_classes: int = 0, head: str = "none", max_channels: int = 1024, decoder: bool = False,
-                 embed_dim: int = 256):
+                 embed_dim: int = D2D_EMBED_DIM):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
@@ -231,7 +233,6 @@ class Discriminator(nn.Module):
         if reconstruct:
             return logit, aux, self.decoder(m[:reconstruct])
         return logit, aux
-
 
     def _d2d(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """(batch, 1 + embed_dim): column 0 the cosine between each image's embedding and its class's
