@@ -7,6 +7,8 @@ holds only what every trainer and command needs around it, so they stay readable
   ``LOCAL_RANK``): NCCL on GPUs (one GPU per process, ``cuda:LOCAL_RANK``), gloo on CPUs.
 * :func:`rank`, :func:`world_size`, :func:`is_main`; without torchrun: rank 0 of 1, and every helper
   below is a no-op, so single-process code paths are unchanged.
+* :func:`all_gather_rows` gathers a batch over the ranks with its gradient (a loss whose negatives
+  are the other images of the batch needs the global batch, as with one process).
 * :func:`wrap` puts a network into DDP (and converts BatchNorm to SyncBatchNorm with ``sync_bn``);
   :func:`unwrap` gives the plain module whose state dict checkpoints store (no ``module.`` prefix).
 * Failing together: a crash on one rank makes torchrun stop the others (it tears the group down when a
@@ -250,6 +252,20 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     t = torch.tensor(list(values.values()), dtype=torch.float64, device=_collective_device())
     dist.all_reduce(t)
     return dict(zip(values, (t / dist.get_world_size()).tolist()))
+
+
+def all_gather_rows(t):
+    """Every rank's ``t`` (the same shape on each), concatenated along dim 0 in rank order; ``t`` itself
+    without torchrun. Differentiable: the gradient a rank's loss sends to another rank's rows goes back
+    to that rank, so a loss over the gathered batch has, after DDP's averaging, the one-process gradient
+    of the global batch (a contrastive loss's negatives then come from every rank, as one process's would)."""
+    import torch
+
+    if not active():
+        return t
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(t), 0)
 
 
 def wrap(module, device) -> Any:

@@ -113,5 +113,28 @@ def gan_d2d_ddp(folder: Path, device: str) -> dict:
     return tiny_gan(folder / "gan_d2d_ddp", device, head="projection+d2d", class_loss="d2d")
 
 
-CASES = {"gan_ddp": gan_ddp, "gan_ada_ddp": gan_ada_ddp, "gan_d2d_ddp": gan_d2d_ddp, "gan_ddp_resumed": gan_ddp_resumed, "gan_resumed": gan_resumed,
+def d2d_batch(n: int = 12, dim: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """A packed d2d head output (own-proxy cosine, unit embedding) in few dimensions, so that many
+    pairs of other-class images are close enough to count as negatives."""
+    g = torch.Generator().manual_seed(3)
+    e = torch.nn.functional.normalize(torch.randn(n, dim, generator=g), dim=1)
+    s = torch.rand(n, 1, generator=g) * 2 - 1
+    return torch.cat([s, e], 1), torch.arange(n) % len(CLASSES)
+
+
+def d2d_loss(folder: Path, device: str) -> dict:
+    """ReACGAN's d2d term on this rank's half of one batch, with its gradient."""
+    from augkit import distributed
+    from augkit.train.losses import d2d_ce
+
+    packed, y = d2d_batch()
+    half = len(y) // 2
+    rows = slice(distributed.rank() * half, (distributed.rank() + 1) * half)
+    mine = packed[rows].clone().requires_grad_()
+    loss = d2d_ce(mine, y[rows])
+    loss.backward()
+    return {"loss": loss.detach(), "grad": mine.grad}
+
+
+CASES = {"d2d_loss": d2d_loss, "gan_ddp": gan_ddp, "gan_ada_ddp": gan_ada_ddp, "gan_d2d_ddp": gan_d2d_ddp, "gan_ddp_resumed": gan_ddp_resumed, "gan_resumed": gan_resumed,
          "classifier": classifier, "shard": shard, "diffusion_ddp": diffusion_ddp}

@@ -20,7 +20,7 @@ from augkit.loading import StackedImages, fits_in_memory, parse_bytes
 from augkit.errors import UserError
 from augkit.train.checkpoint import load_checkpoint
 from conftest import write_dataset
-from ddp_cases import classifier, shard, tiny_data, tiny_diffusion, tiny_gan
+from ddp_cases import classifier, d2d_batch, shard, tiny_data, tiny_diffusion, tiny_gan
 
 TESTS = Path(__file__).resolve().parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
@@ -91,6 +91,22 @@ def test_a_d2d_head_trains_with_ddp_to_the_same_weights_on_both_ranks(ddp):
     for net in ("G", "D", "ema"):
         assert_same(params(r0[net]), params(r1[net]))
     assert any(k.startswith("d2d.proxy") for k in r0["D"]) and all(h["loss_aux"] > 0 for h in r0["history"])
+
+
+def test_d2d_negatives_come_from_every_rank_and_ddp_gets_the_global_batch_s_gradient(ddp):
+    from augkit.train.losses import d2d_ce
+
+    _, load = ddp
+    r0, r1 = load("d2d_loss")
+    packed, y = d2d_batch()
+    whole = packed.clone().requires_grad_()
+    loss = d2d_ce(whole, y)
+    loss.backward()
+    assert torch.allclose((r0["loss"] + r1["loss"]) / 2, loss)
+    # DDP averages parameter gradients over the 2 ranks: each rank's rows, halved, are one process's
+    assert torch.allclose(torch.cat([r0["grad"], r1["grad"]]) / 2, whole.grad, atol=1e-6)
+    # with each rank's own images as its only negatives, rank 0's loss would be another
+    assert not torch.allclose(d2d_ce(packed[:6], y[:6]), r0["loss"])
 
 
 def test_the_diffusion_plugin_trains_with_ddp_to_the_same_weights_on_both_ranks_from_both_ranks_batches(ddp, tmp_path):

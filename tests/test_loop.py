@@ -3,6 +3,8 @@ objective is made of replaceable terms."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -48,7 +50,8 @@ def _run(folder, steps=7, resume=False, callback=None, minutes=0.0):
     streams = Streams(5, {"noise": 1})
     task = _Regression(streams)
     cadence = Cadence(steps, log_every=2, sample_every=3, checkpoint_every=3, max_minutes=minutes)
-    out = run_training(task, streams, cadence, folder, config={"toy": True}, resume=resume, callback=callback)
+    out = run_training(task, streams, cadence, folder, config={"toy": True, "steps": steps}, resume=resume,
+                       callback=callback)
     return task, out
 
 
@@ -76,6 +79,13 @@ def test_a_spent_budget_ends_the_run_where_it_can_continue(tmp_path):
     task, out = _run(tmp_path, resume=True)
     straight, _ = _run(tmp_path / "straight")
     assert out["steps"] == 7 and torch.equal(task.w, straight.w)
+
+
+def test_a_resumed_piece_with_a_larger_budget_records_the_budget_it_runs(tmp_path):
+    _run(tmp_path, minutes=1e-9)
+    _, out = _run(tmp_path, steps=9, resume=True)
+    assert out["steps"] == 9
+    assert json.loads((tmp_path / "config.json").read_text())["steps"] == 9
 
 
 def test_a_run_refuses_another_kind_of_checkpoint(tmp_path):

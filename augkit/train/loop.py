@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -284,9 +285,11 @@ def run_training(task: Task, streams: Streams, cadence: Cadence, run_dir: str | 
         if main and snapshots is not None:  # scores written after the checkpoint are scored again
             rows = [r for r in read_metrics(run_dir) if r["step"] <= start]
             _write_rows(rows, run_dir / "metrics.jsonl")
-    elif main:
+    if main:  # a resumed piece may have another budget (steps, minutes): config.json says what runs now
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+        tmp = run_dir / "config.json.tmp"  # a kill while writing keeps the old file: a resume reads it
+        tmp.write_text(json.dumps(config, indent=2))
+        os.replace(tmp, run_dir / "config.json")
 
     def checkpoint(step: int) -> None:
         rngs = distributed.all_gather_object(streams.state())

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from augkit import distributed
+
 LOSSES = ("bce", "hinge", "wgan-gp")
 
 
@@ -157,13 +159,17 @@ def d2d_ce(packed: Tensor, y: Tensor, temperature: float = 0.5, margin: float = 
 
         loss_i = -log(exp(-pos_i) / (exp(-pos_i) + sum_{j: y_j != y_i} exp(neg_ij)))
         pos_i = relu((margin - s_i) / T),  neg_ij = relu((e_i . e_j - (1 - margin)) / T)
+
+    Under torchrun the negatives j are the global batch's, every rank's images (as ReACGAN gathers
+    them); the mean is over this rank's rows, so DDP's averaging gives the one-process gradient.
     """
     s, e = packed[:, 0].float(), packed[:, 1:].float()
+    e_all, y_all = distributed.all_gather_rows(e), distributed.all_gather_rows(y)
     pos = F.relu((margin - s) / temperature)
     with torch.autocast(e.device.type, enabled=False):  # bfloat16 would blur cosines by ~1/5 of 1 - margin
-        sim = e @ e.T
+        sim = e @ e_all.T
     neg = F.relu((sim - (1 - margin)) / temperature)
-    neg = neg.masked_fill(y[:, None] == y[None, :], float("-inf"))  # same class (and i itself): no negative
+    neg = neg.masked_fill(y[:, None] == y_all[None, :], float("-inf"))  # same class (and i itself): no negative
     return (pos + torch.logsumexp(torch.cat([-pos[:, None], neg], 1), 1)).mean()
 
 
